@@ -8,6 +8,7 @@ refusals into per-call rejections, and retries what may succeed later. It does n
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import random
 import re
@@ -133,6 +134,8 @@ class PipelinesClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=max_concurrency + 1, max_keepalive_connections=max_concurrency + 1),
         )
+        self._id_prefix = uuid.uuid4().hex  # unique per client; a counter makes each messageId unique
+        self._id_counter = itertools.count()
         self._random = random.Random()
         self._random_lock = threading.Lock()
 
@@ -343,7 +346,7 @@ class PipelinesClient:
         if problem is not None:
             return Rejection(message, problem)
         if "messageId" not in message:
-            message["messageId"] = str(uuid.uuid4())
+            message["messageId"] = f"{self._id_prefix}-{next(self._id_counter)}"
         try:
             encoded = encode(message)
         except InvalidMessageError as exc:

@@ -54,12 +54,14 @@ def encode(value: Any, *, path: str = "call") -> bytes:
 
     Raises InvalidMessageError for NaN/Infinity and for values JSON cannot represent.
     """
-    _check_finite(value, path)
     try:
-        return orjson.dumps(value, default=_default, option=_OPTIONS)
+        encoded = orjson.dumps(value, default=_default, option=_OPTIONS)
     except orjson.JSONEncodeError as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         raise InvalidMessageError(f"{path} cannot be encoded as JSON: {cause}") from None
+    if b"null" in encoded:  # orjson writes NaN/Infinity as null: only then is the walk needed
+        _check_finite(value, path)
+    return encoded
 
 
 def encode_canonical(value: Any) -> bytes:
