@@ -1,0 +1,111 @@
+"""`CustomerIOSyncComponent`: syncs declared in a `defs.yaml`, one asset each.
+
+.. code-block:: yaml
+
+    type: dagster_cdp.CustomerIOSyncComponent
+    attributes:
+      warehouse_kind: postgres
+      syncs:
+        - name: people
+          kind: people
+          table: analytics.people
+          id: user_id
+          deps: [people]
+
+Its assets need the resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource).
+Subclass and override `get_asset_spec` or `execute` to change how syncs look or run.
+"""
+
+from typing import Annotated, Any
+
+import dagster as dg
+from dagster.components.resolved.errors import ResolutionException
+from pydantic import Field
+
+from dagster_cdp.dagster.assets import sync_asset_spec, sync_multi_asset
+from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, parse_sync
+from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync
+from dagster_cdp.dagster.resource import CustomerIOResource
+from dagster_cdp.dagster.warehouse import WarehouseResource
+from dagster_cdp.sync import SyncReport
+
+
+def _resolve_syncs(context: dg.ResolutionContext, value: Any) -> list[SyncModel]:
+    """Validates each sync here, so an error points at the offending line of defs.yaml."""
+    raw = context.resolve_value(value)
+    if not isinstance(raw, list):
+        raise _located(context, [], "syncs must be a list of syncs, each with `name`, `kind` and `table` or `query`")
+    syncs: list[SyncModel] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        try:
+            sync = parse_sync(item)
+        except InvalidSyncError as e:
+            path, message = e.problems[0]
+            others = "".join(f"; also {'.'.join(map(str, p))}: {m}" for p, m in e.problems[1:])
+            raise _located(context, [index, *path], f"{message}{others}") from None
+        if sync.name in seen:
+            raise _located(context, [index, "name"], f"sync name {sync.name!r} is used twice; names key the state")
+        seen.add(sync.name)
+        syncs.append(sync)
+    return syncs
+
+
+def _located(context: dg.ResolutionContext, path: list[str | int], message: str) -> ResolutionException:
+    full_path = [*context.path, *path]
+    if context.source_position_tree is None:
+        return ResolutionException(f"{'.'.join(map(str, full_path))}: {message}")
+    source = context.source_position_tree.source_error(yaml_path=full_path, inline_error_message=message, value_error=True)
+    return ResolutionException(
+        f"{source.file_name}:{source.start_line_no} - {source.location}: {message}\n{source.snippet}"
+    )
+
+
+class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
+    """Warehouse tables or queries kept in sync with Customer.io: one asset per sync, sending only changes."""
+
+    syncs: Annotated[
+        list[SyncModel],
+        dg.Resolver(
+            _resolve_syncs,
+            model_field_type=list[dict[str, Any]],
+            description="Syncs: name, kind (people|objects|relationships), table or query, and the mapped columns.",
+        ),
+    ]
+    group_name: str = Field("customerio", description="Asset group of the sync assets.")
+    warehouse_kind: str | None = Field(None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb.")
+
+    def get_asset_spec(self, sync: SyncModel) -> dg.AssetSpec:
+        """The asset spec of one sync; override to change keys, groups, tags or automation."""
+        return sync_asset_spec(
+            sync.to_definition(),
+            key=sync.asset_key,
+            deps=[dg.AssetKey.from_user_string(dep) for dep in sync.deps],
+            group_name=self.group_name,
+            warehouse_kind=self.warehouse_kind,
+        )
+
+    def execute(
+        self,
+        context: dg.AssetExecutionContext,
+        sync: SyncModel,
+        config: SyncRunConfig,
+        customerio: CustomerIOResource,
+        warehouse: WarehouseResource,
+    ) -> SyncReport:
+        """Runs one sync; override to add work around it."""
+        return execute_sync(context, sync.to_definition(), customerio=customerio, warehouse=warehouse, config=config)
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions(assets=[self._build_asset(sync) for sync in self.syncs])
+
+    def _build_asset(self, sync: SyncModel) -> dg.AssetsDefinition:
+        def execute(
+            context: dg.AssetExecutionContext,
+            config: SyncRunConfig,
+            customerio: CustomerIOResource,
+            warehouse: WarehouseResource,
+        ) -> SyncReport:
+            return self.execute(context, sync, config, customerio, warehouse)
+
+        return sync_multi_asset(sync.to_definition(), self.get_asset_spec(sync), sync.max_rejected_fraction, execute)

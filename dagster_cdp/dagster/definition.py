@@ -1,0 +1,168 @@
+"""The declarative form of a sync (YAML in a component, `meta.cdp` on a dbt model), validated before anything runs.
+
+Field names say which column feeds what (`id: user_id`), as in `meta: {cdp: {kind: people, id: user_id}}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dagster_cdp.errors import CdpError
+from dagster_cdp.sync import Objects, People, Relationships, SyncDefinition
+
+KINDS = ("people", "objects", "relationships")
+
+
+class InvalidSyncError(CdpError, ValueError):
+    """A declared sync is malformed; `problems` holds (path inside the declaration, message) pairs."""
+
+    def __init__(self, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{'.'.join(map(str, path)) or 'sync'}: {msg}" for path, msg in self.problems))
+
+
+class SyncModel(BaseModel):
+    """Fields every kind of sync shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
+
+    name: str = Field(description="Unique, stable name; it keys the stored state, so renaming starts from scratch.")
+    table: str | None = Field(None, description='Source table, "table" or "schema.table". Exactly one of table/query.')
+    query: str | None = Field(None, description="Source SQL query. Exactly one of table/query.")
+    mode: Literal["mirror", "upsert"] = Field("mirror", description="mirror also sends deletions; upsert never does.")
+    max_delete_fraction: float = Field(0.25, description="Abort when deletions exceed this share of the synced rows.")
+    max_row_attempts: int = Field(3, description="Attempts for a rejected row before it is skipped (still reported).")
+    context: dict[str, Any] | None = Field(None, description="Extra `context` fields sent with every call.")
+    integrations: dict[str, Any] | None = Field(None, description="`integrations` sent with every call.")
+    asset_key: str | None = Field(None, description='Asset key, "/"-separated; default "cdp_<name>".')
+    deps: list[str] = Field(default_factory=list, description='Upstream asset keys ("/"-separated), e.g. the source model.')
+    max_rejected_fraction: float = Field(
+        0.0, description="The rejection check fails when rejected rows exceed this share of source rows."
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> SyncModel:
+        if (self.table is None) == (self.query is None):
+            raise ValueError(f"sync {self.name!r} needs exactly one of `table` or `query`")
+        for fraction in ("max_delete_fraction", "max_rejected_fraction"):
+            if not 0 <= getattr(self, fraction) <= 1:
+                raise ValueError(f"{fraction} must be between 0 and 1, got {getattr(self, fraction)}")
+        if self.max_row_attempts < 1:
+            raise ValueError(f"max_row_attempts must be at least 1, got {self.max_row_attempts}")
+        return self
+
+    def to_definition(self) -> SyncDefinition:
+        """The engine's definition of this sync."""
+        return SyncDefinition(
+            name=self.name,
+            mapping=self._mapping(),
+            table=self.table,
+            query=self.query,
+            mode=self.mode,
+            max_delete_fraction=self.max_delete_fraction,
+            max_row_attempts=self.max_row_attempts,
+            context=self.context,
+            integrations=self.integrations,
+        )
+
+    def _mapping(self) -> People | Objects | Relationships:
+        raise NotImplementedError
+
+
+def object_type_id(value: int | str) -> str:
+    """An object type id as the API wants it: a string of digits (YAML may give 1 or "1")."""
+    if isinstance(value, bool) or not str(value).isdigit():
+        raise ValueError(f"object_type must be an integer object type id such as 1, got {value!r}")
+    return str(value)
+
+
+class PeopleSyncModel(SyncModel):
+    """Rows are people → identify calls."""
+
+    kind: ClassVar[str] = "people"
+    id: str | None = Field(None, description="Column sent as userId.")
+    email: str | None = Field(None, description="Column identifying people by email when there is no id column.")
+    traits: list[str] | None = Field(None, description="Columns sent as traits; default every other column.")
+    active: bool = Field(False, description="Send context.active (a warehouse sync is not activity, so default off).")
+
+    @model_validator(mode="after")
+    def _identified(self) -> PeopleSyncModel:
+        if self.id is None and self.email is None:
+            raise ValueError(f"people sync {self.name!r} needs `id` (the userId column) or `email`")
+        return self
+
+    def _mapping(self) -> People:
+        return People(id_column=self.id, email_column=self.email, traits=self.traits, active=self.active)
+
+
+class ObjectsSyncModel(SyncModel):
+    """Rows are objects (accounts, companies, ...) → group calls without userId."""
+
+    kind: ClassVar[str] = "objects"
+    id: str = Field(description="Column sent as groupId.")
+    object_type: int | str = Field("1", description="Object type id (traits.objectTypeId).")
+    object_type_column: str | None = Field(None, description="Column holding a per-row object type id instead.")
+
+    _object_type = field_validator("object_type")(object_type_id)
+    traits: list[str] | None = Field(None, description="Columns sent as traits; default every other column.")
+
+    def _mapping(self) -> Objects:
+        return Objects(
+            id_column=self.id, object_type=self.object_type, object_type_column=self.object_type_column, traits=self.traits
+        )
+
+
+class RelationshipsSyncModel(SyncModel):
+    """Rows relate a person to an object → group calls with userId and groupId."""
+
+    kind: ClassVar[str] = "relationships"
+    user_id: str = Field(description="Column sent as userId.")
+    object_id: str = Field(description="Column sent as groupId.")
+    object_type: int | str = Field("1", description="Object type id (traits.objectTypeId).")
+    object_type_column: str | None = Field(None, description="Column holding a per-row object type id instead.")
+
+    _object_type = field_validator("object_type")(object_type_id)
+    attributes: list[str] | None = Field(
+        None, description="Columns sent as traits.relationshipAttributes; default every other column."
+    )
+
+    def _mapping(self) -> Relationships:
+        return Relationships(
+            user_id_column=self.user_id,
+            object_id_column=self.object_id,
+            object_type=self.object_type,
+            object_type_column=self.object_type_column,
+            attributes=self.attributes,
+        )
+
+
+_MODELS: dict[str, type[SyncModel]] = {m.kind: m for m in (PeopleSyncModel, ObjectsSyncModel, RelationshipsSyncModel)}
+
+
+def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
+    """Validates one declared sync (a mapping with `kind`); raises InvalidSyncError listing every problem."""
+    if not isinstance(raw, Mapping):
+        raise InvalidSyncError([((), f"a sync must be a mapping with `kind` and `name`, got {raw!r}")])
+    fields = dict(raw)
+    kind = fields.pop("kind", None)
+    model = _MODELS.get(kind)  # type: ignore[arg-type]
+    if model is None:
+        raise InvalidSyncError([(("kind",), f"kind must be one of {', '.join(KINDS)}; got {kind!r}")])
+    try:
+        return model.model_validate(fields)
+    except pydantic.ValidationError as e:
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # a typo explains the rest
+        raise InvalidSyncError([(tuple(err["loc"]), _message(kind, model, err)) for err in errors]) from None
+
+
+def _message(kind: str, model: type[SyncModel], error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return f"{error['loc'][-1]!r} is not a field of {kind} syncs; their fields are {', '.join(model.model_fields)}"
+    if error["type"] == "missing":
+        return f"{error['loc'][-1]!r} is required for {kind} syncs"
+    return str(error["msg"]).removeprefix("Value error, ")

@@ -1,0 +1,63 @@
+"""Running one sync inside a Dagster step: run config, resources, logs, and errors that say what to launch next."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_cdp.dagster.resource import CustomerIOResource
+from dagster_cdp.dagster.warehouse import WarehouseResource
+from dagster_cdp.sync import MappingChangedError, SyncAbortedError, SyncDefinition, SyncReport, run_sync
+
+
+class SyncRunConfig(dg.Config):
+    """Run config of a sync asset or op (Launchpad: `ops: {<op name>: {config: {dry_run: true}}}`)."""
+
+    dry_run: bool = Field(False, description="Plan only: report what would be sent; send nothing, write no state.")
+    full_resync: bool = Field(
+        False, description="Resend every row (and deletions for keys gone from the source); needed after a mapping change."
+    )
+    force: bool = Field(False, description="Send deletions even when they exceed the sync's max_delete_fraction guard.")
+
+
+def sync_pool(definition: SyncDefinition) -> str:
+    """The concurrency pool of a sync: with a pool limit of 1 the same sync never runs twice at once."""
+    return f"cdp_sync/{definition.name}"
+
+
+def execute_sync(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    definition: SyncDefinition,
+    *,
+    customerio: CustomerIOResource,
+    warehouse: WarehouseResource,
+    config: SyncRunConfig,
+) -> SyncReport:
+    """Runs the sync; a guard or mapping change becomes a Failure naming the run config that overrides it."""
+    with warehouse.connect() as (engine, state):
+        client = None if config.dry_run else customerio.get_client()
+        try:
+            report = run_sync(
+                definition,
+                warehouse=engine,
+                client=client,
+                state=state,
+                dry_run=config.dry_run,
+                full_resync=config.full_resync,
+                force=config.force,
+                log=context.log,
+            )
+        except SyncAbortedError as e:
+            raise dg.Failure(
+                description=f"{e} In Dagster, launch this step with run config `force: true` to send them anyway.",
+                allow_retries=False,
+            ) from e
+        except MappingChangedError as e:
+            raise dg.Failure(
+                description=f"{e} In Dagster, launch this step with run config `full_resync: true`.",
+                allow_retries=False,
+            ) from e
+        finally:
+            if client is not None:
+                client.close()
+    return report

@@ -1,0 +1,44 @@
+"""Syncs as ops and a job, for op-style pipelines that do not use assets."""
+
+import re
+from collections.abc import Sequence
+
+import dagster as dg
+
+from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_pool
+from dagster_cdp.dagster.metadata import sync_report_metadata
+from dagster_cdp.dagster.resource import CustomerIOResource
+from dagster_cdp.dagster.warehouse import WarehouseResource
+from dagster_cdp.sync import SyncDefinition, SyncReport
+
+
+def build_sync_op(definition: SyncDefinition, *, name: str | None = None) -> dg.OpDefinition:
+    """An op running one sync (resources `customerio` and `warehouse`); its output is the SyncReport."""
+
+    @dg.op(
+        name=name or f"cdp_sync_{re.sub(r'[^0-9A-Za-z_]', '_', definition.name)}",
+        pool=sync_pool(definition),
+        description=f"Syncs {definition.table or 'a SQL query'} to Customer.io ({definition.mode} mode).",
+        out=dg.Out(SyncReport),
+    )
+    def _sync(
+        context: dg.OpExecutionContext,
+        config: SyncRunConfig,
+        customerio: CustomerIOResource,
+        warehouse: WarehouseResource,
+    ) -> dg.Output:
+        report = execute_sync(context, definition, customerio=customerio, warehouse=warehouse, config=config)
+        return dg.Output(report, metadata=sync_report_metadata(report))
+
+    return _sync
+
+
+def build_sync_job(
+    definitions: Sequence[SyncDefinition], *, name: str = "cdp_sync_job", description: str | None = None
+) -> dg.JobDefinition:
+    """A job running the given syncs, independent of each other."""
+    return dg.GraphDefinition(
+        name=name,
+        node_defs=[build_sync_op(definition) for definition in definitions],
+        description=description or "Sends what changed in the warehouse to Customer.io.",
+    ).to_job()

@@ -1,0 +1,41 @@
+"""`CustomerIOResource`: where and how to reach Customer.io's Data Pipelines API, as a Dagster resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_cdp.client import PipelinesClient
+
+
+class CustomerIOResource(dg.ConfigurableResource):
+    """Hands out a `PipelinesClient`. Give the key as `dg.EnvVar("CDP_API_KEY")` so it never shows in the UI.
+
+    .. code-block:: python
+
+        resources = {"customerio": CustomerIOResource(api_key=dg.EnvVar("CDP_API_KEY"), region="eu")}
+    """
+
+    api_key: str = Field(description="Pipelines API key (a source's write key). Use dg.EnvVar.")
+    region: str | None = Field(
+        None, description="Data center, us or eu; default: the key's own region (pk_eu_/sk_eu_ keys), else us."
+    )
+    base_url: str | None = Field(None, description="Overrides the region's host (no /v1 suffix), e.g. a local emulator.")
+    strict: bool = Field(True, description="Strict mode: invalid calls come back as rejections instead of being dropped.")
+    timeout: float = Field(30.0, description="Seconds to wait for one HTTP request.")
+    max_retry_seconds: float = Field(120.0, description="Give up retrying a failing request after this many seconds.")
+    max_concurrency: int = Field(4, description="Requests in flight at once.")
+    rate_limit: int = Field(3000, description="Requests allowed per 3 seconds (Customer.io's documented limit).")
+
+    def get_client(self) -> PipelinesClient:
+        """A new client; use it as a context manager so its connections are closed."""
+        return PipelinesClient(
+            self.api_key,
+            region=self.region or None,  # type: ignore[arg-type]
+            base_url=self.base_url or None,
+            strict=self.strict,
+            timeout=self.timeout,
+            max_retry_seconds=self.max_retry_seconds,
+            max_concurrency=self.max_concurrency,
+            rate_limit=self.rate_limit,
+        )

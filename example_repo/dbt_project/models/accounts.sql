@@ -1,0 +1,2 @@
+select account_id, name, industry, employees
+from {{ ref('raw_accounts') }}

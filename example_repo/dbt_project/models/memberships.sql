@@ -1,0 +1,2 @@
+select user_id, account_id, role
+from {{ ref('raw_memberships') }}

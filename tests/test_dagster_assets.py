@@ -1,0 +1,231 @@
+"""Sync assets materialized in process against the emulator: metadata, checks, run config, failures, ops, automation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from dagster_cdp import (
+    CustomerIOResource,
+    WarehouseResource,
+    build_sync_asset,
+    build_sync_job,
+    build_sync_schedule,
+    sync_asset_spec,
+    sync_automation_condition,
+)
+from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp.sync import People, SyncDefinition
+
+PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id"))
+
+
+@pytest.fixture
+def warehouse_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    _execute(url, "create table people (user_id integer, email text, plan text)")
+    _execute(url, "insert into people values " + ", ".join(f"({i}, 'p{i}@example.com', 'free')" for i in range(1, 21)))
+    return url
+
+
+def _execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def _resources(emulator: Emulator, warehouse_url: str, api_key: str = "test-key") -> dict:
+    return {
+        "customerio": CustomerIOResource(api_key=api_key, base_url=emulator.url, max_retry_seconds=2.0),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+
+
+def _run_config(**config: bool) -> dict:
+    return {"ops": {"cdp_people": {"config": config}}}
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict:
+    [event] = result.get_asset_materialization_events()
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+def test_materialize_reports_what_was_sent_and_a_rerun_sends_nothing(emulator: Emulator, warehouse_url: str) -> None:
+    asset = build_sync_asset(PEOPLE)
+    first = dg.materialize([asset], resources=_resources(emulator, warehouse_url))
+    metadata = _metadata(first)
+    assert {k: metadata[k] for k in ("inserted", "updated", "deleted", "unchanged", "rejected", "dagster/row_count")} == {
+        "inserted": 20, "updated": 0, "deleted": 0, "unchanged": 0, "rejected": 0, "dagster/row_count": 20,
+    }
+    assert metadata["requests"] == emulator.stats()["requests"] >= 1
+    assert metadata["bytes"] > 0 and metadata["duration_seconds"] >= 0
+    assert "rejections" not in metadata
+    assert emulator.snapshot()["people"]["7"]["traits"] == {"email": "p7@example.com", "plan": "free"}
+    [check] = first.get_asset_check_evaluations()
+    assert check.passed
+
+    _execute(warehouse_url, "update people set plan = 'pro' where user_id = 3", "delete from people where user_id = 4")
+    second = _metadata(dg.materialize([asset], resources=_resources(emulator, warehouse_url)))
+    assert (second["inserted"], second["updated"], second["deleted"], second["unchanged"]) == (0, 1, 1, 18)
+    assert emulator.snapshot()["people"]["3"]["traits"]["plan"] == "pro"
+    assert "4" not in emulator.snapshot()["people"]
+
+    requests = emulator.stats()["requests"]
+    third = _metadata(dg.materialize([asset], resources=_resources(emulator, warehouse_url)))
+    assert third["requests"] == 0 and emulator.stats()["requests"] == requests
+
+
+def test_rejections_are_listed_and_fail_the_check_above_its_threshold(emulator: Emulator, warehouse_url: str) -> None:
+    _execute(warehouse_url, "insert into people values (5, 'twin@example.com', 'free')")  # user 5 twice
+    result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
+    metadata = _metadata(result)
+    assert metadata["rejected"] >= 1 and metadata["inserted"] == 19
+    assert metadata["rejections"].startswith("| key | operation | reason |")
+    assert "| 5 |" in metadata["rejections"]
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["rejected"].value == metadata["rejected"]
+
+    lenient = build_sync_asset(PEOPLE, max_rejected_fraction=0.2)
+    [check] = dg.materialize([lenient], resources=_resources(emulator, warehouse_url)).get_asset_check_evaluations()
+    assert check.passed
+
+
+def test_dry_run_observes_the_plan_and_sends_nothing(emulator: Emulator, warehouse_url: str) -> None:
+    result = dg.materialize(
+        [build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url), run_config=_run_config(dry_run=True)
+    )
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    [observation] = result.asset_observations_for_node("cdp_people")
+    assert observation.metadata["inserted"].value == 20 and observation.metadata["dry_run"].value is True
+    assert observation.metadata["samples"].value["insert"]
+    assert emulator.stats()["requests"] == 0
+    # Nothing was recorded either: the real run still sends everything.
+    real = _metadata(dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url)))
+    assert real["inserted"] == 20
+
+
+def test_full_resync_through_run_config_resends_every_row(emulator: Emulator, warehouse_url: str) -> None:
+    asset = build_sync_asset(PEOPLE)
+    dg.materialize([asset], resources=_resources(emulator, warehouse_url))
+    received = emulator.stats()["calls_received"]
+    result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), run_config=_run_config(full_resync=True))
+    metadata = _metadata(result)
+    assert metadata["full_resync"] is True
+    assert emulator.stats()["calls_received"] - received == 20
+
+
+def test_mapping_change_fails_with_the_run_config_that_resends(emulator: Emulator, warehouse_url: str) -> None:
+    dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
+    changed = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id", traits=["email"]))
+    result = dg.materialize(
+        [build_sync_asset(changed)], resources=_resources(emulator, warehouse_url), raise_on_error=False
+    )
+    assert not result.success
+    assert "full_resync: true" in _failure_text(result)
+    resync = dg.materialize(
+        [build_sync_asset(changed)], resources=_resources(emulator, warehouse_url), run_config=_run_config(full_resync=True)
+    )
+    assert _metadata(resync)["updated"] + _metadata(resync)["inserted"] == 20
+
+
+def test_deletion_guard_fails_with_the_run_config_that_forces(emulator: Emulator, warehouse_url: str) -> None:
+    asset = build_sync_asset(PEOPLE)
+    dg.materialize([asset], resources=_resources(emulator, warehouse_url))
+    _execute(warehouse_url, "delete from people where user_id > 5")
+    result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), raise_on_error=False)
+    assert not result.success and "force: true" in _failure_text(result)
+    assert len(emulator.snapshot()["people"]) == 20
+    forced = dg.materialize([asset], resources=_resources(emulator, warehouse_url), run_config=_run_config(force=True))
+    assert _metadata(forced)["deleted"] == 15 and len(emulator.snapshot()["people"]) == 5
+
+
+def test_undeliverable_run_fails_and_the_next_run_sends_everything_pending(emulator: Emulator, warehouse_url: str) -> None:
+    asset = build_sync_asset(PEOPLE)
+    emulator.set_faults(FaultConfig(error_rate=1.0, error_statuses=(503,)))
+    result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), raise_on_error=False)
+    assert not result.success
+    emulator.set_faults(FaultConfig())
+    retried = _metadata(dg.materialize([asset], resources=_resources(emulator, warehouse_url)))
+    assert retried["inserted"] == 20 and len(emulator.snapshot()["people"]) == 20
+
+
+def test_the_api_key_never_shows_in_events_or_errors(warehouse_url: str) -> None:
+    secret = "sk-do-not-leak-0123456789"
+    with Emulator(api_keys={"the-right-key"}) as emulator:
+        result = dg.materialize(
+            [build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url, api_key=secret), raise_on_error=False
+        )
+    assert not result.success
+    assert secret not in _failure_text(result)
+    assert all(secret not in repr(event) for event in result.all_events)
+
+
+def test_spec_has_kinds_group_deps_and_a_pool_per_sync() -> None:
+    spec = sync_asset_spec(PEOPLE, deps=["people"], warehouse_kind="postgres")
+    asset = build_sync_asset(PEOPLE, spec=spec)
+    assert asset.key == dg.AssetKey("cdp_people")
+    assert spec.kinds == {"customerio", "postgres"} and spec.group_name == "customerio"
+    assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey("people")]
+    assert asset.op.pool == "cdp_sync/people"
+
+
+def test_sync_job_runs_each_sync_as_an_op(emulator: Emulator, warehouse_url: str) -> None:
+    _execute(warehouse_url, "create table accounts (account_id text, name text)", "insert into accounts values ('a1', 'Acme')")
+    from dagster_cdp.sync import Objects
+
+    accounts = SyncDefinition(name="accounts", table="accounts", mapping=Objects(id_column="account_id"))
+    job = build_sync_job([PEOPLE, accounts])
+    result = job.execute_in_process(resources=_resources(emulator, warehouse_url))
+    assert result.success
+    assert result.output_for_node("cdp_sync_people").inserted == 20
+    assert result.output_for_node("cdp_sync_accounts").inserted == 1
+    assert emulator.snapshot()["objects"]["1"]["a1"] == {"name": "Acme"}
+    dry = job.execute_in_process(
+        resources=_resources(emulator, warehouse_url),
+        run_config={"ops": {"cdp_sync_people": {"config": {"dry_run": True}}}},
+    )
+    assert dry.output_for_node("cdp_sync_people").dry_run
+
+
+def test_schedule_targets_every_sync_and_automation_follows_upstream_updates() -> None:
+    @dg.asset
+    def people() -> None:
+        pass
+
+    sync = build_sync_asset(PEOPLE, spec=sync_asset_spec(PEOPLE, deps=[people], automation_condition=sync_automation_condition()))
+    schedule = build_sync_schedule()
+    unused = {"customerio": CustomerIOResource(api_key="unused"), "warehouse": WarehouseResource(url="sqlite://")}
+    defs = dg.Definitions(assets=[people, sync], schedules=[schedule], resources=unused)
+    assert defs.resolve_schedule_def("cdp_syncs_schedule").cron_schedule == "0 * * * *"
+    job = defs.resolve_job_def(defs.resolve_schedule_def("cdp_syncs_schedule").job_name)
+    assert set(job.asset_layer.selected_asset_keys) == {sync.key}
+
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0  # a new sync does not start by itself
+    dg.materialize([people], instance=instance)
+    after_upstream = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert after_upstream.get_requested_partitions(sync.key) == {None}
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(event.event_specific_data) for event in result.all_events if event.is_failure
+    )
+
+
+def test_the_check_alone_sends_nothing_and_the_sync_runs_without_its_check(emulator: Emulator, warehouse_url: str) -> None:
+    asset = build_sync_asset(PEOPLE)
+    check_only = dg.AssetSelection.checks_for_assets(asset)
+    result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), selection=check_only)
+    assert result.success and emulator.stats()["requests"] == 0
+
+    without_check = dg.AssetSelection.assets(asset).without_checks()
+    result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), selection=without_check)
+    assert _metadata(result)["inserted"] == 20 and result.get_asset_check_evaluations() == []

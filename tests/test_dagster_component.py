@@ -1,0 +1,163 @@
+"""CustomerIOSyncComponent loaded from defs.yaml: its assets run, its YAML errors point at the bad line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster.components.testing import create_defs_folder_sandbox
+
+from dagster_cdp import CustomerIOResource, CustomerIOSyncComponent, WarehouseResource
+from dagster_cdp.emulator import Emulator
+
+REPO = Path(__file__).resolve().parents[1]
+
+DEFS_YAML = """\
+type: dagster_cdp.CustomerIOSyncComponent
+attributes:
+  warehouse_kind: sqlite
+  syncs:
+    - name: people
+      kind: people
+      table: people
+      id: user_id
+      deps: [raw/people]
+    - name: accounts
+      kind: objects
+      table: accounts
+      id: account_id
+      object_type: "2"
+    - name: memberships
+      kind: relationships
+      query: select user_id, account_id, role from memberships
+      user_id: user_id
+      object_id: account_id
+      object_type: 2
+      asset_key: customerio/memberships
+"""
+
+
+def _load(defs_yaml: str) -> dg.Definitions:
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.defs_folder_path / "customerio"
+        path.mkdir()
+        (path / "defs.yaml").write_text(defs_yaml)
+        with sandbox.build_component_tree() as tree:
+            return tree.build_defs(path)
+
+
+def _load_error(defs_yaml: str) -> str:
+    with pytest.raises(Exception) as raised:
+        _load(defs_yaml)
+    error: BaseException | None = raised.value
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
+
+
+@pytest.fixture
+def warehouse_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("create table people (user_id integer, email text)")
+        connection.exec_driver_sql("insert into people values (1, 'ada@example.com'), (2, 'alan@example.com')")
+        connection.exec_driver_sql("create table accounts (account_id text, name text)")
+        connection.exec_driver_sql("insert into accounts values ('acme', 'Acme')")
+        connection.exec_driver_sql("create table memberships (user_id integer, account_id text, role text)")
+        connection.exec_driver_sql("insert into memberships values (1, 'acme', 'admin')")
+    engine.dispose()
+    return url
+
+
+def test_component_from_yaml_builds_and_runs_sync_assets(emulator: Emulator, warehouse_url: str) -> None:
+    defs = _load(DEFS_YAML)
+    keys = {asset.key for asset in defs.assets}
+    assert keys == {dg.AssetKey("cdp_people"), dg.AssetKey("cdp_accounts"), dg.AssetKey(["customerio", "memberships"])}
+    people = next(asset for asset in defs.assets if asset.key == dg.AssetKey("cdp_people"))
+    spec = people.specs_by_key[people.key]
+    assert spec.kinds == {"customerio", "sqlite"} and spec.group_name == "customerio"
+    assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey(["raw", "people"])]
+
+    resources = {
+        "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    result = dg.materialize(list(defs.assets), resources=resources)
+    assert result.success
+    snapshot = emulator.snapshot()
+    assert set(snapshot["people"]) == {"1", "2"}
+    assert snapshot["objects"] == {"2": {"acme": {"name": "Acme"}}}
+    assert snapshot["relationships"] == [
+        {"userId": "1", "objectTypeId": "2", "groupId": "acme", "attributes": {"role": "admin"}}
+    ]
+
+
+def test_malformed_yaml_points_at_the_bad_line() -> None:
+    bad = DEFS_YAML.replace("      id: account_id\n", "      idd: account_id\n")
+    error = _load_error(bad)
+    assert "defs.yaml:13" in error
+    assert "'idd' is not a field of objects syncs" in error
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "line", "message"),
+    [
+        ("kind: people", "kind: persons", 6, "kind must be one of people, objects, relationships"),
+        ('object_type: "2"', "object_type: two", 14, "object_type must be an integer object type id"),
+        ("name: accounts", "name: people", 10, "sync name 'people' is used twice"),
+        ("      table: people\n", "", 5, "needs exactly one of `table` or `query`"),
+    ],
+)
+def test_each_kind_of_yaml_mistake_is_located(replace: str, by: str, line: int, message: str) -> None:
+    error = _load_error(DEFS_YAML.replace(replace, by, 1))
+    assert f"defs.yaml:{line}" in error and message in error
+
+
+class TaggedSyncs(CustomerIOSyncComponent):
+    """A user's subclass: tags every sync asset and records each run."""
+
+    ran: ClassVar[list[str]] = []
+
+    def get_asset_spec(self, sync):
+        return super().get_asset_spec(sync).replace_attributes(tags={"team": "growth"})
+
+    def execute(self, context, sync, config, customerio, warehouse):
+        TaggedSyncs.ran.append(sync.name)
+        return super().execute(context, sync, config, customerio, warehouse)
+
+
+def test_get_asset_spec_and_execute_can_be_overridden(emulator: Emulator, warehouse_url: str) -> None:
+    defs = _load(DEFS_YAML.replace("dagster_cdp.CustomerIOSyncComponent", f"{__name__}.TaggedSyncs"))
+    assert all(asset.specs_by_key[asset.key].tags["team"] == "growth" for asset in defs.assets)
+    resources = {
+        "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    TaggedSyncs.ran.clear()
+    dg.materialize(list(defs.assets), resources=resources, selection=["cdp_people"])
+    assert TaggedSyncs.ran == ["people"]
+    assert set(emulator.snapshot()["people"]) == {"1", "2"}
+
+
+def test_dg_lists_the_component() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    listing = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), "list", "components", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "dagster_cdp.CustomerIOSyncComponent" in listing.stdout
+
+
+def test_importing_the_client_and_engine_does_not_import_dagster() -> None:
+    probe = "import sys, dagster_cdp, dagster_cdp.client, dagster_cdp.sync; assert 'dagster' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0

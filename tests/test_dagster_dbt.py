@@ -1,0 +1,47 @@
+"""Syncs declared in dbt `meta.cdp`: parsed from the manifest, downstream of their models, errors naming the model."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagster_cdp.dagster.dbt import dbt_declared_syncs
+from dagster_cdp.dagster.definition import InvalidSyncError
+from dagster_cdp.sync import Objects, People, Relationships
+
+
+def _node(name: str, meta: dict, resource_type: str = "model") -> dict:
+    return {
+        "unique_id": f"{resource_type}.shop.{name}", "name": name, "resource_type": resource_type,
+        "schema": "analytics", "alias": f"{name}_v2", "original_file_path": f"models/{name}.sql",
+        "config": {"meta": meta}, "meta": meta,
+    }
+
+
+def test_meta_cdp_becomes_syncs_named_after_the_model_reading_its_relation() -> None:
+    manifest = {"nodes": {
+        "a": _node("customers", {"cdp": {"kind": "people", "id": "customer_id"}}),
+        "b": _node("companies", {"cdp": [
+            {"kind": "objects", "id": "company_id", "object_type": 3},
+            {"kind": "relationships", "name": "company_members", "query": "select * from members",
+             "user_id": "customer_id", "object_id": "company_id", "mode": "upsert"},
+        ]}),
+        "c": _node("orders", {"owner": "finance"}),
+        "d": _node("not_null_customers_id", {"cdp": {"kind": "people", "id": "x"}}, resource_type="test"),
+    }}
+    syncs = {model + "/" + sync.name: sync.to_definition() for model, sync in dbt_declared_syncs(manifest)}
+    assert set(syncs) == {"customers/customers", "companies/companies", "companies/company_members"}
+    assert syncs["customers/customers"].table == "analytics.customers_v2"
+    assert syncs["customers/customers"].mapping == People(id_column="customer_id")
+    assert syncs["companies/companies"].mapping == Objects(id_column="company_id", object_type="3")
+    members = syncs["companies/company_members"]
+    assert members.table is None and members.query == "select * from members" and members.mode == "upsert"
+    assert members.mapping == Relationships(user_id_column="customer_id", object_id_column="company_id")
+
+
+def test_a_bad_meta_cdp_names_the_model_and_the_field() -> None:
+    manifest = {"nodes": {"a": _node("customers", {"cdp": {"kind": "people", "user": "customer_id"}})}}
+    with pytest.raises(InvalidSyncError) as raised:
+        dbt_declared_syncs(manifest)
+    message = str(raised.value)
+    assert "dbt model customers (models/customers.sql).meta.cdp.user" in message
+    assert "'user' is not a field of people syncs" in message

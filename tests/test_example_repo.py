@@ -1,0 +1,193 @@
+"""The example repo as users run it: real dbt into DuckDB, `dagster` CLI commands in subprocesses, the demo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import sqlalchemy as sa
+
+from dagster_cdp.emulator import Emulator, FaultConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DBT_PROJECT = REPO / "example_repo" / "dbt_project"
+BIN = Path(sys.executable).parent
+SYNCS = "cdp_people,cdp_accounts,cdp_memberships"
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's dbt project built (seeds, models, tests) into a DuckDB file of this session."""
+    path = tmp_path_factory.mktemp("example") / "warehouse.duckdb"
+    os.environ["EXAMPLE_DUCKDB_PATH"] = str(path)  # for example_repo.definitions imported in this process
+    build = subprocess.run(
+        [str(BIN / "dbt"), "build", "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT)],
+        cwd=DBT_PROJECT, env=_env(EXAMPLE_DUCKDB_PATH=str(path)), capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stdout[-3000:]
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_URL", "CDP_REGION", "CDP_BASE_URL")}
+    return {**env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "PYTHONPATH": str(REPO), **extra}
+
+
+def _rows(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def duckdb_copy(built_warehouse: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(built_warehouse, copy)
+    return copy
+
+
+def _materialize(emulator: Emulator, warehouse_url: str, duckdb_path: Path, select: str = SYNCS) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "example_repo.definitions", "--select", select],
+        cwd=REPO,
+        env=_env(
+            WAREHOUSE_URL=warehouse_url, CDP_API_KEY="example-key", CDP_BASE_URL=emulator.url,
+            EXAMPLE_DUCKDB_PATH=str(duckdb_path),
+        ),
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def _assert_emulator_mirrors(emulator: Emulator, warehouse: Path) -> None:
+    snapshot = emulator.snapshot()
+    people = _rows(warehouse, "select user_id, email, first_name, last_name, plan, strftime(created_at, '%Y-%m-%dT%H:%M:%SZ') from people")
+    assert {key: value["traits"] for key, value in snapshot["people"].items()} == {
+        str(u): {"email": e, "first_name": f, "last_name": l, "plan": p, "created_at": c} for u, e, f, l, p, c in people
+    }
+    accounts = _rows(warehouse, "select account_id, name, industry, employees from accounts")
+    assert snapshot["objects"] == {"1": {a: {"name": n, "industry": i, "employees": e} for a, n, i, e in accounts}}
+    memberships = _rows(warehouse, "select user_id, account_id, role from memberships")
+    assert sorted((r["userId"], r["groupId"], r["attributes"]["role"]) for r in snapshot["relationships"]) == sorted(
+        (str(u), a, r) for u, a, r in memberships
+    )
+
+
+def test_dbt_builds_people_accounts_and_memberships(built_warehouse: Path) -> None:
+    assert _rows(built_warehouse, "select count(*) from people") == [(10,)]
+    assert _rows(built_warehouse, "select count(*) from accounts") == [(4,)]
+    assert _rows(built_warehouse, "select count(*) from memberships") == [(10,)]
+    columns = _rows(built_warehouse, "select column_name from information_schema.columns where table_name = 'people' order by ordinal_position")
+    assert [c for (c,) in columns] == ["user_id", "email", "first_name", "last_name", "plan", "created_at"]
+
+
+def test_definitions_validate(built_warehouse: Path) -> None:
+    validate = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "example_repo.definitions"],
+        cwd=REPO, env=_env(EXAMPLE_DUCKDB_PATH=str(built_warehouse)), capture_output=True, text=True, timeout=300,
+    )
+    assert validate.returncode == 0, validate.stderr[-3000:]
+
+
+def test_sync_assets_sit_downstream_of_their_dbt_models(built_warehouse: Path) -> None:
+    from example_repo.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for model in ("people", "accounts", "memberships"):
+        node = graph.get(dg.AssetKey(f"cdp_{model}"))
+        assert node.parent_keys == {dg.AssetKey(model)}
+        assert node.kinds == {"customerio", "duckdb"}
+        assert node.automation_condition is not None
+    assert dg.AssetKey("raw_people") in graph.get(dg.AssetKey("people")).parent_keys
+    assert defs.resolve_schedule_def("cdp_syncs_schedule")
+
+
+def test_cli_materialize_with_a_duckdb_warehouse(emulator: Emulator, duckdb_copy: Path) -> None:
+    url = f"duckdb:///{duckdb_copy}"
+    first = _materialize(emulator, url, duckdb_copy)
+    assert first.returncode == 0, first.stderr[-3000:]
+    _assert_emulator_mirrors(emulator, duckdb_copy)
+    requests = emulator.stats()["requests"]
+    assert _materialize(emulator, url, duckdb_copy).returncode == 0
+    assert emulator.stats()["requests"] == requests  # nothing changed, nothing sent
+
+
+@pytest.fixture
+def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
+    """A fresh PostgreSQL database holding the three tables, written by SQLAlchemy (not dbt)."""
+    name = f"cdp_example_{uuid.uuid4().hex[:10]}"
+    server = sa.create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'create database "{name}"')
+    url = f"{POSTGRES_SERVER}/{name}"
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    tables = {
+        "people": sa.Table(
+            "people", metadata, sa.Column("user_id", sa.Integer, primary_key=True), sa.Column("email", sa.Text),
+            sa.Column("first_name", sa.Text), sa.Column("last_name", sa.Text), sa.Column("plan", sa.Text),
+            sa.Column("created_at", sa.DateTime),
+        ),
+        "accounts": sa.Table(
+            "accounts", metadata, sa.Column("account_id", sa.Text, primary_key=True), sa.Column("name", sa.Text),
+            sa.Column("industry", sa.Text), sa.Column("employees", sa.Integer),
+        ),
+        "memberships": sa.Table(
+            "memberships", metadata, sa.Column("user_id", sa.Integer, primary_key=True),
+            sa.Column("account_id", sa.Text, primary_key=True), sa.Column("role", sa.Text),
+        ),
+    }
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        for table_name, table in tables.items():
+            rows = _rows(built_warehouse, f"select {', '.join(table.columns.keys())} from {table_name}")
+            connection.execute(table.insert(), [dict(zip(table.columns.keys(), row)) for row in rows])
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'drop database "{name}" with (force)')
+        server.dispose()
+
+
+def test_cli_materialize_with_a_postgres_warehouse(
+    emulator: Emulator, postgres_warehouse: str, built_warehouse: Path
+) -> None:
+    run = _materialize(emulator, postgres_warehouse, built_warehouse)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _assert_emulator_mirrors(emulator, built_warehouse)
+    engine = sa.create_engine(postgres_warehouse)
+    with engine.connect() as connection:  # the sync state lives in the warehouse itself
+        assert connection.exec_driver_sql("select count(*) from cdp_state").scalar() == 24
+    engine.dispose()
+
+
+def test_cli_run_that_cannot_deliver_exits_nonzero_and_the_next_run_sends_it(emulator: Emulator, duckdb_copy: Path) -> None:
+    url = f"duckdb:///{duckdb_copy}"
+    emulator.set_faults(FaultConfig(error_rate=1.0, error_statuses=(503,)))
+    failed = _materialize(emulator, url, duckdb_copy, select="cdp_people")
+    assert failed.returncode != 0
+    assert "example-key" not in failed.stdout + failed.stderr
+    emulator.set_faults(FaultConfig())
+    assert emulator.snapshot()["people"] == {}
+    recovered = _materialize(emulator, url, duckdb_copy)
+    assert recovered.returncode == 0, recovered.stderr[-3000:]
+    _assert_emulator_mirrors(emulator, duckdb_copy)
+
+
+def test_demo_shows_that_only_changes_go_out(tmp_path: Path, built_warehouse: Path) -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "example_repo.demo"],
+        cwd=REPO, env=_env(EXAMPLE_DUCKDB_PATH=str(tmp_path / "demo.duckdb")), capture_output=True, text=True, timeout=600,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "Only the changes went out" in demo.stdout
+    assert "person 9: deleted" in demo.stdout
