@@ -1,0 +1,29 @@
+"""The sync engine: warehouse table or query in, only the changes out to Customer.io. Works without Dagster.
+
+    from dagster_cdp.client import PipelinesClient
+    from dagster_cdp.sync import People, SyncDefinition, run_sync
+
+    definition = SyncDefinition(name="people", table="analytics.customers", mapping=People(id_column="id"))
+    with PipelinesClient(api_key) as client:
+        report = run_sync(definition, warehouse="postgresql+psycopg://...", client=client)
+"""
+
+from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
+from dagster_cdp.sync.engine import run_sync
+from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
+from dagster_cdp.sync.report import RowRejection, SyncReport
+from dagster_cdp.sync.state import StateStore
+
+__all__ = [
+    "MappingChangedError",
+    "Objects",
+    "People",
+    "Relationships",
+    "RowRejection",
+    "SourceError",
+    "StateStore",
+    "SyncAbortedError",
+    "SyncDefinition",
+    "SyncReport",
+    "run_sync",
+]

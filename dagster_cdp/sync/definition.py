@@ -1,0 +1,101 @@
+"""What a sync is: a source (table or query) and a mapping of its rows to People, Objects or Relationships."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dagster_cdp.sync.errors import SourceError
+
+
+@dataclass(frozen=True)
+class People:
+    """Rows are people: each becomes an `identify` call; mirror-mode deletions send `User Deleted`."""
+
+    id_column: str | None = None
+    email_column: str | None = None
+    traits: Sequence[str] | None = None
+    active: bool = False
+
+    def __post_init__(self) -> None:
+        if self.id_column is None and self.email_column is None:
+            raise SourceError("People needs id_column (userId) or email_column (identify by email); neither was given.")
+
+
+@dataclass(frozen=True)
+class Objects:
+    """Rows are objects (accounts, companies, ...): each becomes a `group` call with no userId."""
+
+    id_column: str
+    object_type: str | int = "1"
+    object_type_column: str | None = None
+    traits: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        _check_object_type(self.object_type)
+
+
+@dataclass(frozen=True)
+class Relationships:
+    """Rows relate a person to an object: each becomes a `group` call with userId and groupId."""
+
+    user_id_column: str
+    object_id_column: str
+    object_type: str | int = "1"
+    object_type_column: str | None = None
+    attributes: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        _check_object_type(self.object_type)
+
+
+def _check_object_type(object_type: str | int) -> None:
+    if not str(object_type).isdigit():
+        raise SourceError(f"object_type must be an integer object type id such as 1, got {object_type!r}.")
+
+
+@dataclass(frozen=True)
+class SyncDefinition:
+    """One sync: its stable `name` keys the stored state, so renaming it starts from scratch."""
+
+    name: str
+    mapping: People | Objects | Relationships
+    table: str | None = None
+    query: str | None = None
+    mode: Literal["mirror", "upsert"] = "mirror"
+    max_delete_fraction: float = 0.25
+    max_row_attempts: int = 3
+    context: Mapping[str, Any] | None = None
+    integrations: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 200:
+            raise SourceError(f"Sync name must be 1 to 200 characters, got {self.name!r}.")
+        if (self.table is None) == (self.query is None):
+            raise SourceError(f"Sync {self.name!r} needs exactly one of table= or query=.")
+        if self.mode not in ("mirror", "upsert"):
+            raise SourceError(f"Sync {self.name!r}: mode must be 'mirror' or 'upsert', got {self.mode!r}.")
+        if not 0 <= self.max_delete_fraction <= 1:
+            raise SourceError(f"Sync {self.name!r}: max_delete_fraction must be between 0 and 1.")
+        if self.max_row_attempts < 1:
+            raise SourceError(f"Sync {self.name!r}: max_row_attempts must be at least 1.")
+        if isinstance(self.mapping, People) and self.mapping.id_column is None and self.mode == "mirror":
+            raise SourceError(
+                f"Sync {self.name!r}: people identified only by email cannot be deleted (User Deleted needs a "
+                "userId), so mirror mode is not possible; use mode='upsert' or set id_column."
+            )
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What the stored state depends on: changing any of it means already-sent rows may be wrong."""
+        mapping = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dataclasses.asdict(self.mapping).items()}
+        if "object_type" in mapping:
+            mapping["object_type"] = str(mapping["object_type"])
+        return {
+            "format": 1,
+            "mapping": {"kind": type(self.mapping).__name__, **mapping},
+            "mode": self.mode,
+            "context": dict(self.context or {}),
+            "integrations": dict(self.integrations or {}),
+        }

@@ -1,0 +1,195 @@
+"""The out-of-core diff: source rows and stored state meet in an embedded DuckDB work file that spills to disk.
+
+Rows arrive in chunks as newline-delimited JSON (fast to load without Arrow), the join is on the key hash
+(never on two databases agreeing on an ORDER BY), and the calls to send are streamed back out in chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+
+from dagster_cdp.sync.mapping import MappedRow
+
+_SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
+                   "delete_call": "VARCHAR", "problem": "VARCHAR"}
+_STATE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "delete_call": "VARCHAR",
+                  "version": "INTEGER", "attempts": "INTEGER", "failed_hash": "VARCHAR", "last_error": "VARCHAR"}
+LOAD_ROWS = 50_000
+FETCH_ROWS = 5_000
+DELETE_MARK = "delete"  # failed_hash of a key whose deletion was rejected
+
+# Operations in the plan. 'resync' resends an unchanged row on a full resync; 'forget' drops state of a key
+# that never reached the API; 'gone' is a deleted key whose state is kept as a tombstone (its version keeps
+# later messageIds unique); 'problem', 'duplicate' and 'exhausted' rows are reported and not sent.
+SENDING = ("insert", "update", "resync", "delete")
+
+
+@dataclass
+class PlannedCall:
+    """A call to send, with the key's stored state so its acknowledgement can be recorded without a lookup."""
+
+    operation: str
+    key_hash: str
+    key: str
+    payload_hash: str  # of `call`; for a deletion, the accepted hash being deleted
+    call: dict
+    delete_call: dict | None  # the call that will delete this row later
+    version: int  # accepted calls so far for this key: part of the messageId, so no two sends share one
+    accepted_hash: str | None
+    accepted_delete_call: str | None
+    attempts: int
+    failed_hash: str | None
+
+
+class WorkFile:
+    """A throwaway DuckDB database in a temp dir holding this run's source rows, stored state and plan."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="cdp-sync-")
+        self._db = duckdb.connect(os.path.join(self._dir.name, "work.duckdb"))
+        spill = os.path.join(self._dir.name, "spill").replace("'", "''")
+        self._db.execute(f"SET temp_directory = '{spill}'")
+        self._db.execute("SET memory_limit = '256MB'")
+        self._db.execute("SET preserve_insertion_order = false")
+        self._db.execute(f"CREATE TABLE source ({_ddl(_SOURCE_COLUMNS)})")
+        self._db.execute(f"CREATE TABLE state ({_ddl(_STATE_COLUMNS)})")
+
+    def __enter__(self) -> WorkFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def add_source(self, rows: Iterable[MappedRow]) -> None:
+        self._load("source", _SOURCE_COLUMNS, (
+            (r.key_hash, r.key, r.payload_hash, _json(r.payload), _json(r.delete_call), r.problem) for r in rows))
+
+    def add_state(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._load("state", _STATE_COLUMNS, rows)
+
+    def _load(self, table: str, columns: dict[str, str], rows: Iterable[Sequence[Any]]) -> None:
+        path = os.path.join(self._dir.name, f"{table}.ndjson")
+        names = list(columns)
+        spec = ", ".join(f"{name}: '{kind}'" for name, kind in columns.items())
+        quoted_path = path.replace("'", "''")
+        sql = (f"INSERT INTO {table} SELECT {', '.join(names)} FROM read_json('{quoted_path}', "
+               f"format='newline_delimited', columns={{{spec}}})")
+        pending = 0
+        # Lines go straight to the file: holding orjson's bytes objects in a list costs ~4 KB each.
+        file = open(path, "wb")
+        try:
+            for row in rows:
+                file.write(orjson.dumps(dict(zip(names, row))))
+                file.write(b"\n")
+                pending += 1
+                if pending >= LOAD_ROWS:
+                    file.close()
+                    self._db.execute(sql)
+                    file = open(path, "wb")
+                    pending = 0
+            file.close()
+            if pending:
+                self._db.execute(sql)
+        finally:
+            file.close()
+            os.remove(path)
+
+    def plan(self, *, mirror: bool, full_resync: bool, max_row_attempts: int) -> None:
+        """Classifies every source row and every stored key into one operation (table `plan`)."""
+        resend = "'resync'" if full_resync else "'unchanged'"
+        deletion = "'delete'" if mirror else "'kept'"
+        self._db.execute(f"""
+            CREATE TABLE plan AS
+            WITH counted AS (
+                SELECT key_hash, count(*) AS n, any_value(key) AS key FROM source GROUP BY key_hash
+            ), single AS (
+                SELECT s.* FROM source s JOIN counted c USING (key_hash) WHERE c.n = 1
+            ), classified AS (
+                SELECT s.key_hash, s.key, s.payload_hash, s.payload, s.delete_call, s.problem AS reason,
+                       st.failed_hash = s.payload_hash AND st.attempts >= {int(max_row_attempts)} AS exhausted,
+                       st.version, st.payload_hash AS accepted_hash, st.delete_call AS accepted_delete_call,
+                       st.attempts, st.failed_hash, st.last_error,
+                       CASE WHEN s.problem IS NOT NULL THEN 'problem'
+                            WHEN st.payload_hash IS NULL THEN 'insert'
+                            WHEN st.payload_hash <> s.payload_hash THEN 'update'
+                            ELSE {resend} END AS operation
+                FROM single s LEFT JOIN state st USING (key_hash)
+            )
+            SELECT CASE WHEN exhausted AND operation IN ('insert', 'update', 'resync') THEN 'exhausted'
+                        ELSE operation END AS operation,
+                   key_hash, key, payload_hash, payload, delete_call,
+                   CASE WHEN exhausted AND operation IN ('insert', 'update', 'resync')
+                        THEN 'rejected ' || attempts || ' times, not retried: ' || last_error
+                        ELSE reason END AS reason,
+                   coalesce(version, 0) AS version, accepted_hash, accepted_delete_call,
+                   coalesce(attempts, 0) AS attempts, failed_hash, operation AS intended
+            FROM classified
+            UNION ALL
+            SELECT 'duplicate', key_hash, key, NULL, NULL, NULL, n || ' source rows share this key; none was sent',
+                   0, NULL, NULL, 0, NULL, NULL
+            FROM counted WHERE n > 1
+            UNION ALL
+            SELECT CASE WHEN st.payload_hash IS NULL AND st.version = 0 THEN 'forget'
+                        WHEN st.payload_hash IS NULL THEN 'gone'
+                        WHEN st.failed_hash = '{DELETE_MARK}' AND st.attempts >= {int(max_row_attempts)}
+                             THEN 'exhausted'
+                        ELSE {deletion} END,
+                   st.key_hash, st.key, st.payload_hash, st.delete_call, NULL,
+                   CASE WHEN st.failed_hash = '{DELETE_MARK}'
+                        THEN 'deletion rejected ' || st.attempts || ' times, not retried: ' || st.last_error END,
+                   st.version, st.payload_hash, st.delete_call, st.attempts, st.failed_hash, 'delete'
+            FROM state st ANTI JOIN counted c USING (key_hash)
+        """)
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT operation, count(*) FROM plan GROUP BY operation").fetchall())
+
+    def previous_accepted(self) -> int:
+        return self._db.execute("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL").fetchone()[0]
+
+    def reported(self) -> list[tuple[str, str, str]]:
+        """(key, reason, operation) of rows reported instead of sent; operation 'source' when the row itself is bad."""
+        return self._db.execute("""
+            SELECT key, reason, CASE WHEN operation = 'exhausted' THEN replace(intended, 'resync', 'update')
+                                     ELSE 'source' END
+            FROM plan WHERE operation IN ('problem', 'duplicate', 'exhausted') ORDER BY key
+        """).fetchall()
+
+    def forgotten(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT key_hash FROM plan WHERE operation = 'forget'").fetchall()]
+
+    def calls(self, operations: Sequence[str] = SENDING, limit: int | None = None) -> Iterator[PlannedCall]:
+        """Streams the planned calls; uses its own cursor so the client may pull from another thread."""
+        cursor = self._db.cursor()
+        try:
+            placeholders = ", ".join("?" for _ in operations)
+            sql = (f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
+                   f"accepted_delete_call, attempts, failed_hash FROM plan WHERE operation IN ({placeholders})")
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            cursor.execute(sql, list(operations))
+            while chunk := cursor.fetchmany(FETCH_ROWS):
+                for row in chunk:
+                    yield PlannedCall(row[0], row[1], row[2], row[3], orjson.loads(row[4]),
+                                      orjson.loads(row[5]) if row[5] else None, *row[6:])
+        finally:
+            cursor.close()
+
+
+def _ddl(columns: dict[str, str]) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind in columns.items())
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()

@@ -1,0 +1,17 @@
+"""Errors the sync engine raises on purpose; each says what is wrong and what to do about it."""
+
+from __future__ import annotations
+
+from dagster_cdp.errors import CdpError
+
+
+class SourceError(CdpError):
+    """The source cannot be synced as mapped (missing column, unsupported column type, bad definition)."""
+
+
+class SyncAbortedError(CdpError):
+    """A guard stopped the sync before anything was sent (too many deletions, or an empty source)."""
+
+
+class MappingChangedError(CdpError):
+    """The mapping differs from the one the stored state was built with; a full resync must be asked for."""

@@ -1,0 +1,137 @@
+"""Source rows to API calls: the upsert call, its key, and the call that will delete it later."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from dagster_cdp.sync.definition import Objects, People, SyncDefinition
+from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.values import BadValueError, to_json_value, to_key_part
+
+MAX_CALL_BYTES = 32_000
+_MESSAGE_ID_FIELD = len(b',"messageId":""') + 36  # every messageId we send is a 36-character uuid
+
+
+def hash_hex(data: bytes) -> str:
+    """The 128-bit hash used for keys and payloads (32 hex characters, fixed width so it can be indexed)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass
+class MappedRow:
+    """One source row, ready for the diff. `problem` is set when the row must be reported, not sent."""
+
+    key: str
+    key_hash: str
+    payload: dict | None
+    payload_hash: str | None
+    delete_call: dict | None
+    problem: str | None = None
+
+
+class RowMapper:
+    """Maps rows of a source with known columns; built once per run so column checks happen before any send."""
+
+    def __init__(self, definition: SyncDefinition, columns: Sequence[str]) -> None:
+        self._mapping = definition.mapping
+        self._columns = list(columns)
+        m = self._mapping
+        if isinstance(m, People):
+            key_columns = [c for c in (m.id_column, m.email_column) if c]
+            default_exclude = {m.id_column} if m.id_column else set()
+            listed = m.traits
+        elif isinstance(m, Objects):
+            key_columns = [c for c in (m.id_column, m.object_type_column) if c]
+            default_exclude = set(key_columns)
+            listed = m.traits
+        else:
+            key_columns = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
+            default_exclude = set(key_columns)
+            listed = m.attributes
+        for column in [*key_columns, *(listed or [])]:
+            if column not in self._columns:
+                raise SourceError(
+                    f"Sync {definition.name!r}: the mapping names column {column!r}, which the source does not have. "
+                    f"Its columns are: {', '.join(map(repr, self._columns))}."
+                )
+        if listed is None:
+            value_columns = [c for c in self._columns if c not in default_exclude]
+        else:
+            value_columns = list(listed)
+        if isinstance(m, People) and m.email_column and m.email_column not in value_columns:
+            value_columns.append(m.email_column)
+        self._values = [(c, self._columns.index(c)) for c in value_columns]
+        self._index = {c: self._columns.index(c) for c in key_columns}
+
+    def map(self, row: Sequence[Any]) -> MappedRow | tuple[None, str]:
+        """A MappedRow, or (None, reason) for a row that has no usable key."""
+        m = self._mapping
+        if isinstance(m, People):
+            parts = [self._key_part(row, m.id_column) if m.id_column else None,
+                     self._key_part(row, m.email_column) if m.email_column else None]
+            user_id, email = parts
+            if m.id_column and user_id is None:
+                return None, f"NULL or empty key in column {m.id_column!r}"
+            if not m.id_column and email is None:
+                return None, f"NULL or empty key in column {m.email_column!r}"
+            key = user_id if m.id_column else email
+            payload_key: dict[str, Any] = {"type": "identify", "userId": user_id if m.id_column else ""}
+            delete_call = {"type": "track", "event": "User Deleted", "userId": user_id} if m.id_column else \
+                {"type": "track", "event": "User Deleted", "userId": "", "context": {"traits": {"email": email}}}
+        else:
+            if isinstance(m, Objects):
+                object_id_column = m.id_column
+            else:
+                object_id_column = m.object_id_column
+            object_id = self._key_part(row, object_id_column)
+            if object_id is None:
+                return None, f"NULL or empty key in column {object_id_column!r}"
+            if m.object_type_column:
+                type_id = self._key_part(row, m.object_type_column)
+                if type_id is None or not type_id.isdigit():
+                    return None, f"object type {type_id!r} in column {m.object_type_column!r} is not an integer id"
+            else:
+                type_id = str(m.object_type)
+            if isinstance(m, Objects):
+                key = f"{type_id}:{object_id}"
+                payload_key = {"type": "group", "groupId": object_id}
+                delete_call = {"type": "track", "event": "Object Deleted", "anonymousId": object_id,
+                               "properties": {"objectId": object_id, "objectTypeId": type_id}}
+            else:
+                user_id = self._key_part(row, m.user_id_column)
+                if user_id is None:
+                    return None, f"NULL or empty key in column {m.user_id_column!r}"
+                key = orjson.dumps([user_id, type_id, object_id]).decode()
+                payload_key = {"type": "group", "userId": user_id, "groupId": object_id}
+                delete_call = {"type": "track", "event": "Relationship Deleted", "userId": user_id,
+                               "properties": {"objectId": object_id, "objectTypeId": type_id}}
+        key_hash = hash_hex(key.encode())
+        try:
+            values = {c: to_json_value(row[i], c) for c, i in self._values}
+        except BadValueError as exc:
+            return MappedRow(key, key_hash, None, None, None, problem=str(exc))
+        if isinstance(m, People):
+            payload = {**payload_key, "traits": values}
+        elif isinstance(m, Objects):
+            payload = {**payload_key, "traits": {**values, "objectTypeId": type_id}}
+        else:
+            payload = {**payload_key, "traits": {"objectTypeId": type_id, "relationshipAttributes": values}}
+        encoded = canonical_json(payload)
+        if len(encoded) + _MESSAGE_ID_FIELD > MAX_CALL_BYTES:
+            return MappedRow(key, key_hash, None, None, None,
+                             problem=f"call is {len(encoded) + _MESSAGE_ID_FIELD:,} bytes encoded, over the API's "
+                                     f"{MAX_CALL_BYTES:,}-byte limit per call; trim the mapped columns")
+        return MappedRow(key, key_hash, payload, hash_hex(encoded), delete_call)
+
+    def _key_part(self, row: Sequence[Any], column: str) -> str | None:
+        part = to_key_part(row[self._index[column]], column)
+        return part or None

@@ -1,0 +1,42 @@
+"""What a sync run did (or, for a dry run, would do)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RowRejection:
+    """A row that was not synced: `key` identifies it, `reason` comes from the source checks or the API."""
+
+    key: str
+    reason: str
+    operation: str
+
+
+@dataclass
+class SyncReport:
+    """Counts of a run; for a real run inserted/updated/deleted count calls the API accepted."""
+
+    sync: str
+    dry_run: bool
+    full_resync: bool
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rejected: list[RowRejection] = field(default_factory=list)
+    requests: int = 0
+    bytes: int = 0
+    retries: int = 0
+    duration_seconds: float = 0.0
+    source_rows: int = 0
+    samples: dict[str, list[dict]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        return (f"sync {self.sync!r}{' (dry run)' if self.dry_run else ''}{' (full resync)' if self.full_resync else ''}: "
+                f"{self.source_rows:,} source rows; {verb} {self.inserted:,} inserts, {self.updated:,} updates, "
+                f"{self.deleted:,} deletions; {self.unchanged:,} unchanged; {len(self.rejected):,} rejected; "
+                f"{self.requests:,} requests, {self.bytes:,} bytes, {self.retries:,} retries "
+                f"in {self.duration_seconds:.1f}s")

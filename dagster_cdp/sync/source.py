@@ -1,0 +1,75 @@
+"""Reads a warehouse table or query through plain SQLAlchemy, streaming rows in chunks (any dialect by URL)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from dagster_cdp.sync.definition import SyncDefinition
+from dagster_cdp.sync.errors import SourceError
+
+CHUNK_ROWS = 10_000
+_JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
+
+
+def as_engine(warehouse: str | sa.Engine) -> sa.Engine:
+    return sa.create_engine(warehouse) if isinstance(warehouse, str) else warehouse
+
+
+def source_statement(definition: SyncDefinition, engine: sa.Engine) -> sa.Executable:
+    """The user's query as given, or `SELECT *` from the table typed by reflection where the dialect can reflect.
+
+    Reflection gives the columns their types, so drivers that hand back text (SQLite dates, JSON columns)
+    are converted by SQLAlchemy the same way on every database. Columns are matched by position, so no
+    column name goes through the dialect's quoting rules (duckdb-engine leaves the reserved word `at` bare).
+    """
+    if definition.query is not None:
+        return sa.text(definition.query)
+    schema, _, name = definition.table.rpartition(".")
+    table = sa.table(name, schema=schema or None)
+    preparer = engine.dialect.identifier_preparer
+    statement = sa.text(f"SELECT * FROM {preparer.format_table(table)}")
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        if not inspector.has_table(name, schema=schema or None):
+            raise SourceError(
+                f"Sync {definition.name!r}: table {definition.table!r} does not exist at "
+                f"{engine.url.render_as_string(hide_password=True)}; check its name and schema "
+                '("schema.table"), or use query= instead.'
+            )
+        try:
+            columns = inspector.get_columns(name, schema=schema or None)
+        except sa.exc.DBAPIError:
+            return statement  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values itself
+        json_columns = _json_checked_columns(connection, name, schema or None)
+    return statement.columns(*(
+        sa.column(c["name"], sa.JSON() if c["name"] in json_columns else c["type"]) for c in columns
+    ))
+
+
+def _json_checked_columns(connection: sa.Connection, name: str, schema: str | None) -> set[str]:
+    """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as JSON."""
+    if not getattr(connection.dialect, "is_mariadb", False):
+        return set()
+    checks = connection.execute(
+        sa.text("SELECT check_clause FROM information_schema.check_constraints "
+                "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"),
+        {"schema": schema, "name": name},
+    ).scalars()
+    return {m.group(1) for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
+
+
+@contextmanager
+def read_source(engine: sa.Engine, definition: SyncDefinition) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+    """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one."""
+    statement = source_statement(definition, engine)
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
+        try:
+            yield list(result.keys()), (row for partition in result.partitions() for row in partition)
+        finally:
+            result.close()

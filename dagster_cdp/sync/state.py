@@ -1,0 +1,132 @@
+"""Durable per-key sync state, kept in two plain tables (by default in the warehouse itself).
+
+For each key it holds the payload hash the API last *accepted*, the call that would delete it, and for
+rejected rows the attempt count and last error. It is only ever advanced from acknowledgements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from dagster_cdp.sync.source import as_engine
+
+_IN_CHUNK = 500
+
+
+@dataclass
+class KeyState:
+    """The stored state of one key. `payload_hash` None: not live at the API (never accepted, or deleted)."""
+
+    key_hash: str
+    key: str
+    payload_hash: str | None
+    delete_call: str | None  # JSON of the call that deletes it
+    version: int  # accepted calls so far; kept after deletion so later messageIds stay unique
+    attempts: int  # rejections of `failed_hash` in a row
+    failed_hash: str | None
+    last_error: str | None
+
+
+class StateStore:
+    """State tables `{prefix}syncs` and `{prefix}state`; pass a separate URL to keep them out of a read-only warehouse."""
+
+    def __init__(self, url_or_engine: str | sa.Engine, *, schema: str | None = None, table_prefix: str = "cdp_") -> None:
+        self.engine = as_engine(url_or_engine)
+        metadata = sa.MetaData(schema=schema)
+        self.syncs = sa.Table(
+            f"{table_prefix}syncs", metadata,
+            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("fingerprint", sa.String(32), nullable=False),
+            sa.Column("definition", sa.Text, nullable=False),
+            sa.Column("updated_at", sa.DateTime, nullable=False),
+        )
+        self.state = sa.Table(
+            f"{table_prefix}state", metadata,
+            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("key_hash", sa.String(32), primary_key=True),
+            sa.Column("key", sa.Text, nullable=False),
+            sa.Column("payload_hash", sa.String(32), nullable=True),
+            sa.Column("delete_call", sa.Text, nullable=True),
+            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("failed_hash", sa.String(32), nullable=True),
+            sa.Column("last_error", sa.Text, nullable=True),
+            sa.Column("updated_at", sa.DateTime, nullable=False),
+        )
+        self._metadata = metadata
+
+    def __repr__(self) -> str:
+        return f"StateStore({self.engine.url.render_as_string(hide_password=True)!r}, table={self.state.fullname!r})"
+
+    def exists(self) -> bool:
+        inspector = sa.inspect(self.engine)
+        return all(inspector.has_table(t.name, schema=t.schema) for t in (self.syncs, self.state))
+
+    def create_tables(self) -> None:
+        self._metadata.create_all(self.engine, checkfirst=True)
+
+    def fingerprint(self, sync: str) -> tuple[str, dict] | None:
+        """The stored (fingerprint, fingerprint fields) of a sync, or None for a sync never run."""
+        if not self.exists():
+            return None
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(self.syncs.c.fingerprint, self.syncs.c.definition).where(self.syncs.c.sync == sync)
+            ).first()
+        return None if row is None else (row.fingerprint, orjson.loads(row.definition))
+
+    def save_fingerprint(self, sync: str, fingerprint: str, fields: dict) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(self.syncs).where(self.syncs.c.sync == sync))
+            connection.execute(sa.insert(self.syncs).values(
+                sync=sync, fingerprint=fingerprint, definition=orjson.dumps(fields).decode(), updated_at=_now()))
+
+    def iter_rows(self, sync: str, chunk_rows: int) -> Iterator[Sequence[Any]]:
+        """Streams the KeyState fields, in that order, of every key of a sync."""
+        if not self.exists():
+            return
+        c = self.state.c
+        statement = sa.select(c.key_hash, c.key, c.payload_hash, c.delete_call, c.version, c.attempts,
+                              c.failed_hash, c.last_error).where(c.sync == sync)
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
+            for partition in result.partitions():
+                yield from partition
+
+    def record(self, sync: str, keys: list[KeyState]) -> None:
+        """Replaces the state of these keys in one transaction (one delivered request's acknowledgements)."""
+        if not keys:
+            return
+        now = _now()
+        c = self.state.c
+        with self.engine.begin() as connection:
+            for part in _chunks([k.key_hash for k in keys]):
+                connection.execute(sa.delete(self.state).where(c.sync == sync, c.key_hash.in_(part)))
+            connection.execute(sa.insert(self.state), [
+                dict(sync=sync, key_hash=k.key_hash, key=k.key, payload_hash=k.payload_hash,
+                     delete_call=k.delete_call, version=k.version, attempts=k.attempts, failed_hash=k.failed_hash,
+                     last_error=k.last_error[:2000] if k.last_error else None, updated_at=now)
+                for k in keys
+            ])
+
+    def forget(self, sync: str, key_hashes: Iterable[str]) -> None:
+        """Drops keys that are gone from the source and were never accepted, so nothing needs deleting."""
+        with self.engine.begin() as connection:
+            for part in _chunks(list(key_hashes)):
+                connection.execute(sa.delete(self.state).where(self.state.c.sync == sync,
+                                                               self.state.c.key_hash.in_(part)))
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start:start + _IN_CHUNK]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

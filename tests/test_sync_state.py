@@ -1,0 +1,73 @@
+"""The state store on each database, and how state drives retries of rejected rows."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import sqlalchemy as sa
+
+from dagster_cdp.client import PipelinesClient
+from dagster_cdp.emulator import Emulator
+from dagster_cdp.sync import Objects, StateStore, SyncDefinition, run_sync
+from dagster_cdp.sync.state import KeyState
+from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+
+
+def test_state_round_trips_long_unicode_keys_and_replaces_per_key(warehouse: Warehouse) -> None:
+    store = StateStore(warehouse.engine)
+    store.create_tables()
+    store.create_tables()  # idempotent
+    long_key = "ключ-" + "é" * 3000
+    store.record("s", [KeyState("a" * 32, long_key, "1" * 32, '{"type":"track"}', 1, 0, None, None),
+                       KeyState("b" * 32, "b", None, None, 0, 1, "2" * 32, "bad value")])
+    store.record("other", [KeyState("a" * 32, "same hash, other sync", "3" * 32, None, 1, 0, None, None)])
+    store.record("s", [KeyState("b" * 32, "b", "2" * 32, None, 1, 0, None, None)])
+    rows = sorted(tuple(r) for r in store.iter_rows("s", chunk_rows=1))
+    assert rows == [("a" * 32, long_key, "1" * 32, '{"type":"track"}', 1, 0, None, None),
+                    ("b" * 32, "b", "2" * 32, None, 1, 0, None, None)]
+    store.save_fingerprint("s", "f" * 32, {"mapping": {"kind": "People"}})
+    store.save_fingerprint("s", "e" * 32, {"mapping": {"kind": "Objects"}})
+    assert store.fingerprint("s") == ("e" * 32, {"mapping": {"kind": "Objects"}})
+    assert store.fingerprint("never-run") is None
+
+
+def test_state_in_a_named_schema_and_schema_qualified_source(warehouse: Warehouse, emulator: Emulator,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    warehouse.create("things", {"id": sa.String(10), "name": sa.String(20)}, [{"id": "a", "name": "A"}])
+    store = StateStore(warehouse.engine, schema=warehouse.schema, table_prefix="x_")
+    sync = SyncDefinition(name="things", table=f"{warehouse.schema}.things", mapping=Objects(id_column="id"))
+    with PipelinesClient("test-key", base_url=emulator.url) as client, caplog.at_level(logging.INFO):
+        assert run_sync(sync, warehouse=warehouse.engine, client=client, state=store).inserted == 1
+        assert run_sync(sync, warehouse=warehouse.engine, client=client, state=store).unchanged == 1
+    assert sa.inspect(warehouse.engine).has_table("x_state", schema=warehouse.schema)
+    assert "sync 'things': 1 source rows; sent 0 inserts, 0 updates, 0 deletions; 1 unchanged" in caplog.text
+
+
+def test_rejected_deletion_keeps_state_is_retried_then_skipped(warehouse: Warehouse, emulator: Emulator) -> None:
+    rows = [{"id": f"o{i}", "name": f"Object {i}"} for i in range(8)]
+    table = warehouse.create("things", {"id": sa.String(10), "name": sa.String(20)}, rows)
+    sync = SyncDefinition(name="things", table="things", mapping=Objects(id_column="id"), max_row_attempts=2)
+    store = StateStore(warehouse.engine)
+    with PipelinesClient("test-key", base_url=emulator.url) as client:
+        run_sync(sync, warehouse=warehouse.engine, client=client)
+        # Corrupt the stored deletion of o0 so the API refuses it, then remove o0 from the source.
+        with store.engine.begin() as connection:
+            connection.execute(sa.update(store.state).where(store.state.c.key == "1:o0").values(
+                delete_call='{"type":"track","event":"Object Deleted","anonymousId":"o0",'
+                            '"properties":{"objectId":"o0","objectTypeId":"x"}}'))
+        warehouse.replace(table, rows[1:])
+
+        for attempt in (1, 2):
+            report = run_sync(sync, warehouse=warehouse.engine, client=client)
+            assert report.deleted == 0
+            [rejection] = report.rejected
+            assert (rejection.key, rejection.operation) == ("1:o0", "delete")
+            assert "objectTypeId must be a string of digits" in rejection.reason  # the server's own words
+            assert "o0" in emulator.snapshot()["objects"]["1"]
+        requests = emulator.stats()["requests"]
+        report = run_sync(sync, warehouse=warehouse.engine, client=client)
+        [skipped] = report.rejected
+        assert (skipped.key, skipped.operation) == ("1:o0", "delete")
+        assert "deletion rejected 2 times, not retried" in skipped.reason and "objectTypeId" in skipped.reason
+        assert emulator.stats()["requests"] == requests  # attempts used up: not sent again

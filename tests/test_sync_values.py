@@ -1,0 +1,70 @@
+"""Warehouse values become the JSON Customer.io gets, identically on every database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from dagster_cdp.client import PipelinesClient
+from dagster_cdp.emulator import Emulator
+from dagster_cdp.sync import People, SourceError, SyncDefinition, run_sync
+from dagster_cdp.sync.mapping import RowMapper
+from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+
+SYNC = SyncDefinition(name="typed", table="typed", mapping=People(id_column="id"))
+
+
+def test_values_are_converted_the_same_on_every_database(warehouse: Warehouse, emulator: Emulator) -> None:
+    user = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    row = {"id": 1, "signed_up": dt.datetime(2024, 3, 1, 12, 30, 15), "birthday": dt.date(1990, 5, 17),
+           "balance": Decimal("12.50"), "visits": Decimal("7.00"), "external": user,
+           "prefs": {"theme": "dark", "tags": ["a", "b"], "n": 3}, "ratio": 0.25, "vip": True}
+    columns = {"id": sa.Integer, "signed_up": sa.DateTime, "birthday": sa.Date, "balance": sa.Numeric(10, 2),
+               "visits": sa.Numeric(10, 2), "external": sa.Uuid, "prefs": sa.JSON(none_as_null=True), "ratio": sa.Float,
+               "vip": sa.Boolean}
+    warehouse.create("typed", columns, [row, {name: 2 if name == "id" else None for name in columns}])
+    with PipelinesClient("test-key", base_url=emulator.url) as client:
+        run_sync(SYNC, warehouse=warehouse.engine, client=client)
+    traits = emulator.snapshot()["people"]["1"]["traits"]
+    vip = 1 if warehouse.kind == "mariadb" else True  # MariaDB has no boolean type: BOOLEAN is TINYINT(1)
+    external = user.hex if warehouse.kind == "sqlite" else str(user)  # SQLite stores a UUID as 32 hex characters
+    assert traits == {"signed_up": "2024-03-01T12:30:15Z", "birthday": "1990-05-17", "balance": 12.5, "visits": 7,
+                      "external": external, "prefs": {"theme": "dark", "tags": ["a", "b"], "n": 3}, "ratio": 0.25,
+                      "vip": vip}
+    assert emulator.snapshot()["people"]["2"]["traits"] == {}  # NULLs are sent as null: nothing set
+
+
+def test_binary_column_is_refused_by_name(warehouse: Warehouse, emulator: Emulator) -> None:
+    warehouse.create("typed", {"id": sa.Integer, "avatar": sa.LargeBinary}, [{"id": 1, "avatar": b"\x89PNG"}])
+    with PipelinesClient("test-key", base_url=emulator.url) as client:
+        with pytest.raises(SourceError, match="Column 'avatar' holds .*hex/base64"):
+            run_sync(SYNC, warehouse=warehouse.engine, client=client)
+        only_id = SyncDefinition(name="typed", table="typed", mapping=People(id_column="id", traits=[]))
+        assert run_sync(only_id, warehouse=warehouse.engine, client=client).inserted == 1  # unmapped: no problem
+    assert emulator.stats()["requests"] == 1
+
+
+def test_timezone_aware_datetimes_become_utc() -> None:
+    mapper = RowMapper(SYNC, ["id", "at"])
+    berlin = dt.timezone(dt.timedelta(hours=2))
+    mapped = mapper.map((1, dt.datetime(2024, 6, 1, 14, 0, tzinfo=berlin)))
+    assert mapped.payload["traits"] == {"at": "2024-06-01T12:00:00Z"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), Decimal("NaN")])
+def test_non_finite_numbers_reject_only_their_row(bad: object) -> None:
+    mapper = RowMapper(SYNC, ["id", "score"])
+    rejected = mapper.map((1, bad))
+    assert rejected.payload is None and "'score'" in rejected.problem and rejected.key == "1"
+    assert mapper.map((2, 1.5)).payload["traits"] == {"score": 1.5}
+
+
+def test_equal_rows_hash_equally_and_changes_do_not() -> None:
+    mapper = RowMapper(SYNC, ["id", "a", "b"])
+    assert mapper.map((1, "x", 2)).payload_hash == mapper.map((1, "x", 2)).payload_hash
+    assert mapper.map((1, "x", 2)).payload_hash != mapper.map((1, "x", None)).payload_hash
+    assert mapper.map((1, "x", 2)).key_hash != mapper.map((2, "x", 2)).key_hash

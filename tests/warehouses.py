@@ -1,0 +1,95 @@
+"""Real warehouses for the sync tests: SQLite and DuckDB files, a fresh PostgreSQL schema, a fresh MariaDB database.
+
+Use `warehouse` as a fixture (import it into the test module); each test gets an empty place, dropped after.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MARIADB = "mysql+pymysql://root@127.0.0.1:3306"
+KINDS = ("sqlite", "duckdb", "postgresql", "mariadb")
+
+
+class Warehouse:
+    """An empty database of one kind, with helpers to create and change source tables portably."""
+
+    def __init__(self, kind: str, url: str, schema: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.schema = schema  # the schema (MariaDB: database) unqualified names land in
+        self.engine = sa.create_engine(url)
+
+    def create(self, name: str, columns: Mapping[str, sa.types.TypeEngine], rows: Sequence[Mapping[str, Any]] = (),
+               primary_key: str | None = None) -> sa.Table:
+        """(Re)creates table `name` with the given columns and rows."""
+        table = sa.Table(name, sa.MetaData(), *(
+            sa.Column(column, kind, primary_key=column == primary_key, quote=True) for column, kind in columns.items()))
+        table.drop(self.engine, checkfirst=True)
+        table.create(self.engine)
+        self.insert(table, rows)
+        return table
+
+    def insert(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(table), [dict(r) for r in rows])
+
+    def replace(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Makes `rows` the table's whole content."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(table))
+        self.insert(table, rows)
+
+    def rows(self, table: sa.Table) -> list[dict[str, Any]]:
+        with self.engine.connect() as connection:
+            return [dict(r._mapping) for r in connection.execute(sa.select(table))]
+
+    def release(self) -> None:
+        """Closes pooled connections (DuckDB allows one writing process per file)."""
+        self.engine.dispose()
+
+
+@pytest.fixture(params=KINDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    kind = request.param
+    name = f"cdp_test_{uuid.uuid4().hex[:12]}"
+    if kind == "sqlite":
+        place = Warehouse(kind, f"sqlite:///{tmp_path / 'warehouse.sqlite'}", "main")
+        yield place
+        place.release()
+    elif kind == "duckdb":
+        place = Warehouse(kind, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", "main")
+        yield place
+        place.release()
+    elif kind == "postgresql":
+        admin = sa.create_engine(POSTGRES)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        place = Warehouse(kind, f"{POSTGRES}?options=-csearch_path%3D{name}", name)
+        try:
+            yield place
+        finally:
+            place.release()
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+            admin.dispose()
+    else:
+        admin = sa.create_engine(MARIADB)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        place = Warehouse(kind, f"{MARIADB}/{name}?charset=utf8mb4", name)
+        try:
+            yield place
+        finally:
+            place.release()
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE `{name}`")
+            admin.dispose()
