@@ -241,3 +241,15 @@ def test_separate_state_database(warehouse: Warehouse, emulator: Emulator, clien
     assert run_sync(PEOPLE, warehouse=warehouse.engine, client=client, state=store).unchanged == 10
     assert not sa.inspect(warehouse.engine).has_table("cdp_state")
     assert sa.inspect(store.engine).has_table("sync_state")
+
+
+def test_people_by_email_in_upsert_mode(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    rows = [{"email": f"p{i}@example.com", "plan": "free"} for i in range(5)]
+    warehouse.create("leads", {"email": sa.String(100), "plan": sa.String(20)}, rows)
+    with pytest.raises(SourceError, match="identified only by email cannot be deleted.*mode='upsert'"):
+        SyncDefinition(name="leads", table="leads", mapping=People(email_column="email"))
+    leads = SyncDefinition(name="leads", table="leads", mapping=People(email_column="email", active=True),
+                           mode="upsert")
+    assert run_sync(leads, warehouse=warehouse.engine, client=client).inserted == 5
+    assert emulator.snapshot()["people"] == {
+        f"email:{r['email']}": {"traits": {"email": r["email"], "plan": "free"}, "active": True} for r in rows}
