@@ -16,7 +16,7 @@ class CustomerIOResource(dg.ConfigurableResource):
         resources = {"customerio": CustomerIOResource(api_key=dg.EnvVar("CDP_API_KEY"), region="eu")}
     """
 
-    api_key: str = Field(description="Pipelines API key (a source's write key). Use dg.EnvVar.")
+    api_key: str = Field(description="Pipelines API key (a source's write key). Use dg.EnvVar.", repr=False)
     region: str | None = Field(
         None, description="Data center, us or eu; default: the key's own region (pk_eu_/sk_eu_ keys), else us."
     )

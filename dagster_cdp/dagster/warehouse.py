@@ -18,8 +18,10 @@ class WarehouseResource(dg.ConfigurableResource):
     Sync state goes into the warehouse itself unless `state_url` names another database (for read-only warehouses).
     """
 
-    url: str = Field(description="SQLAlchemy URL of the warehouse, e.g. postgresql+psycopg://user@host/db.")
-    state_url: str | None = Field(None, description="SQLAlchemy URL of the database holding sync state; default: url.")
+    url: str = Field(description="SQLAlchemy URL of the warehouse, e.g. postgresql+psycopg://user@host/db.", repr=False)
+    state_url: str | None = Field(
+        None, description="SQLAlchemy URL of the database holding sync state; default: url.", repr=False
+    )
     state_schema: str | None = Field(None, description="Schema for the state tables; default: the connection's.")
 
     @contextmanager

@@ -75,6 +75,7 @@ class _Stats:
     bytes_received: int = 0
     max_body_bytes: int = 0
     max_call_bytes: int = 0
+    max_calls_per_request: int = 0
     rate_limited: int = 0
     faults_injected: Counter[str] = field(
         default_factory=lambda: Counter({fault.value: 0 for fault in Fault if fault is not Fault.NONE})
@@ -289,6 +290,7 @@ class Emulator:
             stats.bytes_received += len(body)
             stats.max_body_bytes = max(stats.max_body_bytes, len(body))
             stats.max_call_bytes = max(stats.max_call_bytes, *call_sizes, 0)
+            stats.max_calls_per_request = max(stats.max_calls_per_request, len(calls))
         if shape_error is not None:
             return self._refuse(strict, [shape_error], len(calls))
         limit_errors = _limit_errors(len(body), call_sizes, calls)
