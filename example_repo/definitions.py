@@ -8,6 +8,7 @@ Environment:
 
     dagster dev                                   # from the repo root, via workspace.yaml
     dagster asset materialize -m example_repo.definitions --select cdp_people,cdp_accounts,cdp_memberships
+    dagster asset materialize -m example_repo.definitions --select cdp_devices,cdp_suppressions,cdp_events,cdp_aliases
 """
 
 import os
@@ -58,7 +59,8 @@ def _customerio() -> CustomerIOResource:
     )
 
 
-# cdp_people, cdp_accounts, cdp_memberships: declared in dbt_project/models/models.yml (`meta.cdp`), mirror mode.
+# cdp_people, cdp_accounts, cdp_memberships, cdp_devices, cdp_suppressions (mirror mode) and cdp_events, cdp_aliases
+# (each row sent once): declared in dbt_project/models/models.yml (`meta.cdp`).
 sync_assets = build_dbt_sync_assets(
     example_dbt_models, warehouse_kind=warehouse_kind(os.environ.get("WAREHOUSE_URL") or f"duckdb:///{DUCKDB_PATH}")
 )

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 DBT_PROJECT = REPO / "example_repo" / "dbt_project"
 BIN = Path(sys.executable).parent
 SYNCS = "cdp_people,cdp_accounts,cdp_memberships"
+MORE_SYNCS = "cdp_devices,cdp_suppressions,cdp_events,cdp_aliases"
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
@@ -100,7 +101,7 @@ def test_sync_assets_sit_downstream_of_their_dbt_models(built_warehouse: Path) -
     from example_repo.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    for model in ("people", "accounts", "memberships"):
+    for model in ("people", "accounts", "memberships", "devices", "suppressions", "events", "aliases"):
         node = graph.get(dg.AssetKey(f"cdp_{model}"))
         assert node.parent_keys == {dg.AssetKey(model)}
         assert node.kinds == {"customerio", "duckdb"}
@@ -143,6 +144,20 @@ def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
             "memberships", metadata, sa.Column("user_id", sa.Integer, primary_key=True),
             sa.Column("account_id", sa.Text, primary_key=True), sa.Column("role", sa.Text),
         ),
+        "devices": sa.Table(
+            "devices", metadata, sa.Column("user_id", sa.Integer, primary_key=True),
+            sa.Column("token", sa.Text, primary_key=True), sa.Column("platform", sa.Text), sa.Column("app_version", sa.Text),
+        ),
+        "suppressions": sa.Table("suppressions", metadata, sa.Column("user_id", sa.Integer, primary_key=True)),
+        "events": sa.Table(
+            "events", metadata, sa.Column("event_id", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer),
+            sa.Column("event", sa.Text), sa.Column("occurred_at", sa.DateTime), sa.Column("product", sa.Text),
+            sa.Column("amount", sa.Integer),
+        ),
+        "aliases": sa.Table(
+            "aliases", metadata, sa.Column("previous_id", sa.Text, primary_key=True),
+            sa.Column("user_id", sa.Integer, primary_key=True),
+        ),
     }
     metadata.create_all(engine)
     with engine.begin() as connection:
@@ -167,6 +182,46 @@ def test_cli_materialize_with_a_postgres_warehouse(
     engine = sa.create_engine(postgres_warehouse)
     with engine.connect() as connection:  # the sync state lives in the warehouse itself
         assert connection.exec_driver_sql("select count(*) from cdp_state").scalar() == 24
+    engine.dispose()
+
+
+def _assert_emulator_holds_the_other_kinds(emulator: Emulator, warehouse: Path) -> None:
+    snapshot = emulator.snapshot()
+    devices: dict[str, dict] = {}
+    for user_id, token, platform, app_version in _rows(warehouse, "select * from devices"):
+        devices.setdefault(str(user_id), {})[token] = {"type": platform, "properties": {"app_version": app_version}}
+    assert snapshot["devices"] == devices
+    assert snapshot["suppressions"] == sorted(str(u) for (u,) in _rows(warehouse, "select user_id from suppressions"))
+    tracks = [e for e in snapshot["events"] if e["type"] == "track"]
+    assert len({e["messageId"] for e in tracks}) == len(tracks)
+    assert sorted((e["userId"], e["event"], e["timestamp"], e["properties"]["product"], e["properties"]["amount"])
+                  for e in tracks) == sorted(_rows(warehouse, """
+        select cast(user_id as varchar), event, strftime(occurred_at, '%Y-%m-%dT%H:%M:%SZ'), product, amount from events"""))
+    assert sorted((a["previousId"], a["userId"]) for a in snapshot["aliases"]) == sorted(
+        _rows(warehouse, "select previous_id, cast(user_id as varchar) from aliases"))
+
+
+def test_cli_materialize_the_other_kinds_with_a_duckdb_warehouse(emulator: Emulator, duckdb_copy: Path) -> None:
+    url = f"duckdb:///{duckdb_copy}"
+    first = _materialize(emulator, url, duckdb_copy, select=MORE_SYNCS)
+    assert first.returncode == 0, first.stderr[-3000:]
+    _assert_emulator_holds_the_other_kinds(emulator, duckdb_copy)
+    with duckdb.connect(str(duckdb_copy)) as con:  # an event already sent changes: it is not sent again
+        con.execute("update events set amount = 0")
+    requests = emulator.stats()["requests"]
+    assert _materialize(emulator, url, duckdb_copy, select=MORE_SYNCS).returncode == 0
+    assert emulator.stats()["requests"] == requests  # nothing new, nothing sent
+
+
+def test_cli_materialize_the_other_kinds_with_a_postgres_warehouse(
+    emulator: Emulator, postgres_warehouse: str, built_warehouse: Path
+) -> None:
+    run = _materialize(emulator, postgres_warehouse, built_warehouse, select=MORE_SYNCS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _assert_emulator_holds_the_other_kinds(emulator, built_warehouse)
+    engine = sa.create_engine(postgres_warehouse)
+    with engine.connect() as connection:  # the events' high-water mark is the newest event acknowledged
+        assert connection.exec_driver_sql("select cursor_column from cdp_cursors").scalars().all() == ["occurred_at"]
     engine.dispose()
 
 

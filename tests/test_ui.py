@@ -126,6 +126,10 @@ def open_expanded_asset_graph(page: Page, url: str) -> None:
         unfold.first.click()
         page.wait_for_timeout(300)
     page.reload()  # a fresh layout fits the unfolded groups to the view
+    page.wait_for_timeout(2000)
+    while unfold.count():  # a larger graph comes back with a group folded again
+        unfold.first.click()
+        page.wait_for_timeout(300)
     page.get_by_text("cdp_people", exact=True).last.wait_for()
     page.wait_for_timeout(1500)
 

@@ -7,9 +7,10 @@ import dagster as dg
 from dagster_cdp.dagster.checks import rejection_check_result, rejection_check_spec
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_pool
 from dagster_cdp.dagster.metadata import sync_report_metadata
+from dagster_cdp.dagster.partitions import sync_partitions_def
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
-from dagster_cdp.sync import Objects, People, SyncDefinition, SyncReport
+from dagster_cdp.sync import SyncDefinition, SyncReport
 
 SyncExecuteFn = Callable[[dg.AssetExecutionContext, SyncRunConfig, CustomerIOResource, WarehouseResource], SyncReport]
 
@@ -24,7 +25,9 @@ def sync_asset_spec(
     automation_condition: dg.AutomationCondition | None = None,
 ) -> dg.AssetSpec:
     """The default spec of a sync asset: key `cdp_<name>`, kinds `customerio` + the warehouse, its source as dep."""
-    kind = "people" if isinstance(definition.mapping, People) else "objects" if isinstance(definition.mapping, Objects) else "relationships"
+    kind = definition.mapping.kind
+    how = "each row sent once" if definition.send_once else f"{definition.mode} mode"
+    sends = "new" if definition.send_once else "changed"
     source = definition.table or "a SQL query"
     return dg.AssetSpec(
         key=dg.AssetKey.from_user_string(key) if isinstance(key, str) else key or dg.AssetKey(f"cdp_{definition.name}"),
@@ -32,8 +35,13 @@ def sync_asset_spec(
         group_name=group_name,
         kinds={"customerio", *([warehouse_kind] if warehouse_kind else [])},
         automation_condition=automation_condition,
-        description=f"Syncs {source} to Customer.io as {kind} ({definition.mode} mode): only changed rows are sent.",
-        metadata={"cdp/sync": definition.name, "cdp/source": definition.table or definition.query, "cdp/mode": definition.mode},
+        description=f"Syncs {source} to Customer.io as {kind} ({how}): only {sends} rows are sent.",
+        metadata={
+            "cdp/sync": definition.name,
+            "cdp/source": definition.table or definition.query,
+            "cdp/mode": "send_once" if definition.send_once else definition.mode,
+        },
+        partitions_def=sync_partitions_def(definition),
     )
 
 

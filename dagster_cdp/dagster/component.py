@@ -23,7 +23,7 @@ from dagster.components.resolved.errors import ResolutionException
 from pydantic import Field
 
 from dagster_cdp.dagster.assets import sync_asset_spec, sync_multi_asset
-from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, parse_sync
+from dagster_cdp.dagster.definition import KINDS, InvalidSyncError, SyncModel, parse_sync
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
@@ -69,7 +69,7 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         dg.Resolver(
             _resolve_syncs,
             model_field_type=list[dict[str, Any]],
-            description="Syncs: name, kind (people|objects|relationships), table or query, and the mapped columns.",
+            description=f"Syncs: name, kind ({'|'.join(KINDS)}), table or query, and the mapped columns.",
         ),
     ]
     group_name: str = Field("customerio", description="Asset group of the sync assets.")

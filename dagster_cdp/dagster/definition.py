@@ -8,13 +8,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
+import dataclasses
+
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dagster_cdp.errors import CdpError
-from dagster_cdp.sync import Objects, People, Relationships, SyncDefinition
+from dagster_cdp.sync import (
+    Aliases,
+    DeliveryReports,
+    Devices,
+    Events,
+    Objects,
+    Pages,
+    People,
+    Relationships,
+    Screens,
+    Suppressions,
+    SyncDefinition,
+)
+from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.kinds import CallMapping
 
-KINDS = ("people", "objects", "relationships")
+KINDS = ("people", "objects", "relationships", "devices", "suppressions", "events", "pages", "screens", "aliases",
+         "delivery_reports")
 
 
 class InvalidSyncError(CdpError, ValueError):
@@ -44,6 +61,9 @@ class SyncModel(BaseModel):
     max_rejected_fraction: float = Field(
         0.0, description="The rejection check fails when rejected rows exceed this share of source rows."
     )
+    partitions: int = Field(
+        1, description="Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit)."
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> SyncModel:
@@ -54,6 +74,8 @@ class SyncModel(BaseModel):
                 raise ValueError(f"{fraction} must be between 0 and 1, got {getattr(self, fraction)}")
         if self.max_row_attempts < 1:
             raise ValueError(f"max_row_attempts must be at least 1, got {self.max_row_attempts}")
+        if self.partitions < 1:
+            raise ValueError(f"partitions must be at least 1, got {self.partitions}")
         return self
 
     def to_definition(self) -> SyncDefinition:
@@ -68,9 +90,10 @@ class SyncModel(BaseModel):
             max_row_attempts=self.max_row_attempts,
             context=self.context,
             integrations=self.integrations,
+            partitions=self.partitions,
         )
 
-    def _mapping(self) -> People | Objects | Relationships:
+    def _mapping(self) -> People | Objects | Relationships | CallMapping:
         raise NotImplementedError
 
 
@@ -141,7 +164,145 @@ class RelationshipsSyncModel(SyncModel):
         )
 
 
-_MODELS: dict[str, type[SyncModel]] = {m.kind: m for m in (PeopleSyncModel, ObjectsSyncModel, RelationshipsSyncModel)}
+class DevicesSyncModel(SyncModel):
+    """Rows are a person's devices → `Device Created or Updated`; a device gone → `Device Deleted` (mirror mode)."""
+
+    kind: ClassVar[str] = "devices"
+    user_id: str = Field(description="Column sent as userId (the device's person).")
+    token: str = Field(description="Column sent as context.device.token.")
+    platform: str = Field(description="Column sent as context.device.type (ios, android, ...).")
+    attributes: list[str] | None = Field(None, description="Columns sent as device attributes; default every other column.")
+
+    def _mapping(self) -> Devices:
+        return Devices(user_id_column=self.user_id, token_column=self.token, platform_column=self.platform,
+                       attributes=self.attributes)
+
+
+class SuppressionsSyncModel(SyncModel):
+    """Rows are suppressed person ids → `User Suppressed`; an id gone → `User Unsuppressed` (mirror mode)."""
+
+    kind: ClassVar[str] = "suppressions"
+    user_id: str = Field(description="Column holding the suppressed userId.")
+
+    def _mapping(self) -> Suppressions:
+        return Suppressions(user_id_column=self.user_id)
+
+
+class SendOnceSyncModel(SyncModel):
+    """Kinds whose rows are each sent once ever, optionally read incrementally by a cursor column."""
+
+    cursor: str | None = Field(
+        None, description="Cursor column (e.g. occurred_at): read only rows at or after the last acknowledged one "
+                          "minus `lookback`. Rows arriving later than that are missed; without it every run reads all."
+    )
+    lookback: float = Field(0, description="Seconds (units, for an integer cursor) re-read below the cursor's mark.")
+
+    @model_validator(mode="after")
+    def _valid_send_once(self) -> SendOnceSyncModel:
+        for field in ("mode", "max_delete_fraction"):
+            if field in self.model_fields_set:
+                raise ValueError(f"{field!r} does not apply to {self.kind} syncs: each row is sent once, never updated "
+                                 "or deleted; leave it out")
+        if self.lookback and self.cursor is None:
+            raise ValueError("lookback needs `cursor` (the column to read incrementally by)")
+        if self.lookback < 0:
+            raise ValueError(f"lookback must be >= 0 seconds, got {self.lookback}")
+        try:
+            self._mapping()
+        except SourceError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def to_definition(self) -> SyncDefinition:
+        return dataclasses.replace(super().to_definition(), cursor_column=self.cursor, lookback=self.lookback)
+
+
+class EventsSyncModel(SendOnceSyncModel):
+    """Rows are events → `track` calls backdated to their timestamp, each event id sent once."""
+
+    kind: ClassVar[str] = "events"
+    id: str = Field(description="Event id column: each id is sent once; the messageId derives from it.")
+    event: str = Field(description="Column holding the event name.")
+    user_id: str | None = Field(None, description="Column sent as userId.")
+    anonymous_id: str | None = Field(None, description="Column sent as anonymousId (when there is no userId).")
+    timestamp: str | None = Field(None, description="Column sent as timestamp (when the event happened).")
+    properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
+
+    def _mapping(self) -> Events:
+        return Events(id_column=self.id, event_column=self.event, user_id_column=self.user_id,
+                      anonymous_id_column=self.anonymous_id, timestamp_column=self.timestamp,
+                      properties=self.properties)
+
+
+class PagesSyncModel(SendOnceSyncModel):
+    """Rows are page views → `page` calls, each view id sent once."""
+
+    kind: ClassVar[str] = "pages"
+    id: str = Field(description="View id column: each id is sent once.")
+    page_name: str = Field(description="Column sent as the page's name.")
+    user_id: str | None = Field(None, description="Column sent as userId.")
+    anonymous_id: str | None = Field(None, description="Column sent as anonymousId (when there is no userId).")
+    timestamp: str | None = Field(None, description="Column sent as timestamp (when the view happened).")
+    properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
+
+    def _mapping(self) -> Pages:
+        return Pages(id_column=self.id, name_column=self.page_name, user_id_column=self.user_id,
+                     anonymous_id_column=self.anonymous_id, timestamp_column=self.timestamp,
+                     properties=self.properties)
+
+
+class ScreensSyncModel(SendOnceSyncModel):
+    """Rows are mobile screen views → `screen` calls, each view id sent once."""
+
+    kind: ClassVar[str] = "screens"
+    id: str = Field(description="View id column: each id is sent once.")
+    screen_name: str = Field(description="Column sent as the screen's name.")
+    user_id: str | None = Field(None, description="Column sent as userId.")
+    anonymous_id: str | None = Field(None, description="Column sent as anonymousId (when there is no userId).")
+    timestamp: str | None = Field(None, description="Column sent as timestamp (when the view happened).")
+    properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
+
+    def _mapping(self) -> Screens:
+        return Screens(id_column=self.id, name_column=self.screen_name, user_id_column=self.user_id,
+                       anonymous_id_column=self.anonymous_id, timestamp_column=self.timestamp,
+                       properties=self.properties)
+
+
+class AliasesSyncModel(SendOnceSyncModel):
+    """Rows are (previous id, user id) pairs → `alias` calls, each pair sent once."""
+
+    kind: ClassVar[str] = "aliases"
+    previous_id: str = Field(description="Column sent as previousId (the id being merged away).")
+    user_id: str = Field(description="Column sent as userId (the id it merges into).")
+
+    def _mapping(self) -> Aliases:
+        return Aliases(previous_id_column=self.previous_id, user_id_column=self.user_id)
+
+
+class DeliveryReportsSyncModel(SendOnceSyncModel):
+    """Rows are message delivery metrics → `Report Delivery Event` tracks, each report id sent once."""
+
+    kind: ClassVar[str] = "delivery_reports"
+    id: str = Field(description="Report id column: each id is sent once.")
+    delivery_id: str = Field(description="Column sent as properties.deliveryId.")
+    metric: str = Field(description="Column sent as properties.metric (delivered, opened, clicked, bounced, ...).")
+    user_id: str | None = Field(None, description="Column sent as userId; default anonymousId = the delivery id.")
+    anonymous_id: str | None = Field(None, description="Column sent as anonymousId.")
+    timestamp: str | None = Field(None, description="Column sent as timestamp (when the metric happened).")
+    properties: list[str] | None = Field(
+        None, description="Columns sent as further properties (e.g. recipient, reason, href); default every other column."
+    )
+
+    def _mapping(self) -> DeliveryReports:
+        return DeliveryReports(id_column=self.id, delivery_id_column=self.delivery_id, metric_column=self.metric,
+                               user_id_column=self.user_id, anonymous_id_column=self.anonymous_id,
+                               timestamp_column=self.timestamp, properties=self.properties)
+
+
+_MODELS: dict[str, type[SyncModel]] = {m.kind: m for m in (
+    PeopleSyncModel, ObjectsSyncModel, RelationshipsSyncModel, DevicesSyncModel, SuppressionsSyncModel,
+    EventsSyncModel, PagesSyncModel, ScreensSyncModel, AliasesSyncModel, DeliveryReportsSyncModel,
+)}
 
 
 def parse_sync(raw: Mapping[str, Any]) -> SyncModel:

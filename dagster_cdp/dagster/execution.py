@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from dagster_cdp.dagster.partitions import partition_run
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
 from dagster_cdp.sync import MappingChangedError, SyncAbortedError, SyncDefinition, SyncReport, run_sync
@@ -34,6 +35,7 @@ def execute_sync(
     config: SyncRunConfig,
 ) -> SyncReport:
     """Runs the sync; a guard or mapping change becomes a Failure naming the run config that overrides it."""
+    definition, customerio = partition_run(context, definition, customerio)
     with warehouse.connect() as (engine, state):
         client = None if config.dry_run else customerio.get_client()
         try:

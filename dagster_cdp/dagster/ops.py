@@ -18,7 +18,7 @@ def build_sync_op(definition: SyncDefinition, *, name: str | None = None) -> dg.
     @dg.op(
         name=name or f"cdp_sync_{re.sub(r'[^0-9A-Za-z_]', '_', definition.name)}",
         pool=sync_pool(definition),
-        description=f"Syncs {definition.table or 'a SQL query'} to Customer.io ({definition.mode} mode).",
+        description=f"Syncs {definition.table or 'a SQL query'} to Customer.io as {definition.mapping.kind}.",
         out=dg.Out(SyncReport),
     )
     def _sync(

@@ -11,17 +11,25 @@
 from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
 from dagster_cdp.sync.engine import run_sync
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
+from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.state import StateStore
 
 __all__ = [
+    "Aliases",
+    "DeliveryReports",
+    "Devices",
+    "Events",
     "MappingChangedError",
     "Objects",
+    "Pages",
     "People",
     "Relationships",
     "RowRejection",
+    "Screens",
     "SourceError",
     "StateStore",
+    "Suppressions",
     "SyncAbortedError",
     "SyncDefinition",
     "SyncReport",

@@ -1,19 +1,23 @@
-"""What a sync is: a source (table or query) and a mapping of its rows to People, Objects or Relationships."""
+"""What a sync is: a source (table or query) and a mapping of its rows to People, Objects, Relationships or a
+kind from `kinds` (devices, suppressions, events, pages, screens, aliases, delivery reports)."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
 
 
 @dataclass(frozen=True)
 class People:
     """Rows are people: each becomes an `identify` call; mirror-mode deletions send `User Deleted`."""
 
+    kind: ClassVar[str] = "people"
     id_column: str | None = None
     email_column: str | None = None
     traits: Sequence[str] | None = None
@@ -28,6 +32,7 @@ class People:
 class Objects:
     """Rows are objects (accounts, companies, ...): each becomes a `group` call with no userId."""
 
+    kind: ClassVar[str] = "objects"
     id_column: str
     object_type: str | int = "1"
     object_type_column: str | None = None
@@ -41,6 +46,7 @@ class Objects:
 class Relationships:
     """Rows relate a person to an object: each becomes a `group` call with userId and groupId."""
 
+    kind: ClassVar[str] = "relationships"
     user_id_column: str
     object_id_column: str
     object_type: str | int = "1"
@@ -61,7 +67,8 @@ class SyncDefinition:
     """One sync: its stable `name` keys the stored state, so renaming it starts from scratch."""
 
     name: str
-    mapping: People | Objects | Relationships
+    mapping: (People | Objects | Relationships | Devices | Suppressions | Events | Pages | Screens | Aliases
+              | DeliveryReports)
     table: str | None = None
     query: str | None = None
     mode: Literal["mirror", "upsert"] = "mirror"
@@ -69,6 +76,15 @@ class SyncDefinition:
     max_row_attempts: int = 3
     context: Mapping[str, Any] | None = None
     integrations: Mapping[str, Any] | None = None
+    cursor_column: str | None = None
+    lookback: float | dt.timedelta = 0.0
+    partitions: int = 1  # hash partitions of the key, each synced on its own (see `partitions`)
+    partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
+
+    @property
+    def send_once(self) -> bool:
+        """Each key is sent once ever: never updated, never deleted (events, page/screen views, aliases, reports)."""
+        return getattr(self.mapping, "send_once", False)
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 200:
@@ -86,6 +102,22 @@ class SyncDefinition:
                 f"Sync {self.name!r}: people identified only by email cannot be deleted (User Deleted needs a "
                 "userId), so mirror mode is not possible; use mode='upsert' or set id_column."
             )
+        if self.send_once and self.mode != "mirror":
+            raise SourceError(
+                f"Sync {self.name!r}: mode does not apply to {self.mapping.kind} syncs (each row is sent once and "
+                "never updated or deleted); leave mode out."
+            )
+        if self.cursor_column is not None and not self.send_once:
+            raise SourceError(
+                f"Sync {self.name!r}: cursor_column is only for send-once kinds (events, pages, screens, aliases, "
+                "delivery_reports); other kinds must read every row to see changes and deletions."
+            )
+        if self.partitions < 1 or (self.partition is not None and not 0 <= self.partition < self.partitions):
+            raise SourceError(f"Sync {self.name!r}: partitions must be >= 1 and partition between 0 and "
+                              f"{self.partitions - 1}; got partitions={self.partitions}, partition={self.partition}.")
+        seconds = self.lookback.total_seconds() if isinstance(self.lookback, dt.timedelta) else self.lookback
+        if seconds < 0 or (seconds and self.cursor_column is None):
+            raise SourceError(f"Sync {self.name!r}: lookback must be >= 0 and needs cursor_column; got {self.lookback!r}.")
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What the stored state depends on: changing any of it means already-sent rows may be wrong."""

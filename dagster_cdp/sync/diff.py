@@ -18,7 +18,7 @@ import orjson
 from dagster_cdp.sync.mapping import MappedRow
 
 _SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
-                   "delete_call": "VARCHAR", "problem": "VARCHAR"}
+                   "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT"}
 _STATE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "delete_call": "VARCHAR",
                   "version": "INTEGER", "attempts": "INTEGER", "failed_hash": "VARCHAR", "last_error": "VARCHAR"}
 LOAD_ROWS = 50_000
@@ -60,6 +60,8 @@ class WorkFile:
         self._db.execute("SET preserve_insertion_order = false")
         self._db.execute(f"CREATE TABLE source ({_ddl(_SOURCE_COLUMNS)})")
         self._db.execute(f"CREATE TABLE state ({_ddl(_STATE_COLUMNS)})")
+        self._unchanged_elsewhere = 0
+        self._previous_accepted: int | None = None
 
     def __enter__(self) -> WorkFile:
         return self
@@ -73,10 +75,31 @@ class WorkFile:
 
     def add_source(self, rows: Iterable[MappedRow]) -> None:
         self._load("source", _SOURCE_COLUMNS, (
-            (r.key_hash, r.key, r.payload_hash, _json(r.payload), _json(r.delete_call), r.problem) for r in rows))
+            (r.key_hash, r.key, r.payload_hash, _json(r.payload), _json(r.delete_call), r.problem, r.cursor)
+            for r in rows))
 
     def add_state(self, rows: Iterable[Sequence[Any]]) -> None:
         self._load("state", _STATE_COLUMNS, rows)
+
+    def add_diffed(self, keys: Iterable[tuple[list[MappedRow], Sequence[Any] | None]]) -> None:
+        """Source rows and stored state of keys already diffed in the warehouse, loaded side by side in one pass."""
+        source: list[MappedRow] = []
+        state: list[Sequence[Any]] = []
+        for rows, stored in keys:
+            source.extend(rows)
+            if stored is not None:
+                state.append(stored)
+            if len(source) >= LOAD_ROWS or len(state) >= LOAD_ROWS:
+                self.add_source(source)
+                self.add_state(state)
+                source, state = [], []
+        self.add_source(source)
+        self.add_state(state)
+
+    def counted_elsewhere(self, *, unchanged: int, previous_accepted: int) -> None:
+        """Figures of the keys that never entered this file because the warehouse found them unchanged."""
+        self._unchanged_elsewhere = unchanged
+        self._previous_accepted = previous_accepted
 
     def _load(self, table: str, columns: dict[str, str], rows: Iterable[Sequence[Any]]) -> None:
         path = os.path.join(self._dir.name, f"{table}.ndjson")
@@ -105,10 +128,14 @@ class WorkFile:
             file.close()
             os.remove(path)
 
-    def plan(self, *, mirror: bool, full_resync: bool, max_row_attempts: int) -> None:
-        """Classifies every source row and every stored key into one operation (table `plan`)."""
-        resend = "'resync'" if full_resync else "'unchanged'"
-        deletion = "'delete'" if mirror else "'kept'"
+    def plan(self, *, mirror: bool, full_resync: bool, max_row_attempts: int, send_once: bool = False) -> None:
+        """Classifies every source row and every stored key into one operation (table `plan`).
+
+        With `send_once`, an accepted key is never sent again: a changed row is 'unchanged', a gone one 'kept'.
+        """
+        resend = "'resync'" if full_resync and not send_once else "'unchanged'"
+        changed = "'unchanged'" if send_once else "'update'"
+        deletion = "'delete'" if mirror and not send_once else "'kept'"
         self._db.execute(f"""
             CREATE TABLE plan AS
             WITH counted AS (
@@ -122,7 +149,7 @@ class WorkFile:
                        st.attempts, st.failed_hash, st.last_error,
                        CASE WHEN s.problem IS NOT NULL THEN 'problem'
                             WHEN st.payload_hash IS NULL THEN 'insert'
-                            WHEN st.payload_hash <> s.payload_hash THEN 'update'
+                            WHEN st.payload_hash <> s.payload_hash THEN {changed}
                             ELSE {resend} END AS operation
                 FROM single s LEFT JOIN state st USING (key_hash)
             )
@@ -153,9 +180,14 @@ class WorkFile:
         """)
 
     def counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT operation, count(*) FROM plan GROUP BY operation").fetchall())
+        counts = dict(self._db.execute("SELECT operation, count(*) FROM plan GROUP BY operation").fetchall())
+        if self._unchanged_elsewhere:
+            counts["unchanged"] = counts.get("unchanged", 0) + self._unchanged_elsewhere
+        return counts
 
     def previous_accepted(self) -> int:
+        if self._previous_accepted is not None:
+            return self._previous_accepted
         return self._db.execute("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL").fetchone()[0]
 
     def reported(self) -> list[tuple[str, str, str]]:
@@ -165,6 +197,13 @@ class WorkFile:
                                      ELSE 'source' END
             FROM plan WHERE operation IN ('problem', 'duplicate', 'exhausted') ORDER BY key
         """).fetchall()
+
+    def cursor_bounds(self, unsettled_key_hashes: Sequence[str]) -> tuple[int | None, int | None]:
+        """(highest cursor read, lowest cursor of the given unacknowledged keys) for the high-water mark."""
+        highest = self._db.execute("SELECT max(cursor) FROM source").fetchone()[0]
+        lowest = self._db.execute("SELECT min(cursor) FROM source WHERE key_hash IN (SELECT unnest(?::VARCHAR[]))",
+                                  [list(unsettled_key_hashes)]).fetchone()[0] if unsettled_key_hashes else None
+        return highest, lowest
 
     def forgotten(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT key_hash FROM plan WHERE operation = 'forget'").fetchall()]

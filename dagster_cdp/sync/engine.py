@@ -6,6 +6,7 @@ killed at any instant resends at most its in-flight requests, with the same dete
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -15,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
+from dagster_cdp.sync.cursor import CursorMark, next_mark
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
-from dagster_cdp.sync.errors import MappingChangedError, SyncAbortedError
+from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, canonical_json, hash_hex
+from dagster_cdp.sync.partitions import partition_name, partition_of
+from dagster_cdp.sync.pushdown import HASH_METHOD, plan_pushdown
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.source import CHUNK_ROWS, as_engine, read_source
 from dagster_cdp.sync.state import KeyState, StateStore
@@ -44,6 +48,11 @@ def message_id(sync: str, operation: str, key: str, payload_hash: str, version: 
     return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sync}|{operation}|{key}|{payload_hash}|{version}"))
 
 
+def send_once_message_id(sync: str, key: str) -> str:
+    """A send-once key (an event id, an alias pair) has one messageId ever, whatever its row holds when sent."""
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sync}|once|{key}"))
+
+
 def run_sync(
     definition: SyncDefinition,
     *,
@@ -60,6 +69,12 @@ def run_sync(
     log = log or _log
     if client is None and not dry_run:
         raise ValueError(f"Sync {definition.name!r} needs a PipelinesClient to send with (or pass dry_run=True).")
+    if definition.partitions > 1:
+        if definition.partition is None:
+            raise SourceError(f"Sync {definition.name!r} has {definition.partitions} partitions: run each one "
+                              f"(partition=0 to {definition.partitions - 1}), e.g. as the asset's Dagster partitions.")
+        definition = dataclasses.replace(definition, name=partition_name(
+            definition.name, definition.partition, definition.partitions))  # its own state, messageIds, report
     engine = as_engine(warehouse)
     try:
         return _run(definition, engine, client, state or StateStore(engine), dry_run, full_resync, force, log,
@@ -71,18 +86,35 @@ def run_sync(
 
 def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient | None, store: StateStore,
          dry_run: bool, full_resync: bool, force: bool, log: logging.Logger, started: float) -> SyncReport:
-    fields = definition.fingerprint_fields()
-    fingerprint = hash_hex(canonical_json(fields))
     stored = store.fingerprint(definition.name)
+    # A sync keeps the hash method it started with (the two hash differently) until a full resync.
+    in_warehouse = stored is None or full_resync or stored[1].get("hash") == HASH_METHOD
+    pushdown = plan_pushdown(definition, engine, store) if in_warehouse else None
+    fields = {**definition.fingerprint_fields(), **({"hash": HASH_METHOD} if pushdown else {})}
+    fingerprint = hash_hex(canonical_json(fields))
     if stored is not None and stored[0] != fingerprint and not full_resync:
-        raise MappingChangedError(_mapping_change(definition.name, stored[1], fields))
+        raise MappingChangedError(_mapping_change(definition.name, stored[1], fields) + (
+            " (Rows of this send-once sync that were already sent are not sent again.)"
+            if definition.send_once else ""))
     report = SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync)
 
     with WorkFile() as work:
-        _read(definition, engine, work, report, log)
-        work.add_state(store.iter_rows(definition.name, CHUNK_ROWS))
+        log.debug("sync %r: reading the source", definition.name)
+        mark = store.cursor_mark(definition.name) if definition.cursor_column and not full_resync else None
+        if mark is not None and mark.column != definition.cursor_column:
+            mark = None  # the cursor column changed: read everything once
+        if pushdown is not None:
+            log.debug("sync %r: diffing in the warehouse", definition.name)
+            pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
+        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, _since(definition, mark))
+        if mark is not None and cursor_kind not in (None, mark.kind):
+            raise SourceError(f"Sync {definition.name!r}: cursor column {mark.column!r} held {mark.kind} values "
+                              f"and now holds {cursor_kind} values; run once with full_resync=True to read it whole.")
+        log.debug("sync %r: diffing against the stored state", definition.name)
+        if pushdown is None:
+            work.add_state(store.iter_rows(definition.name, CHUNK_ROWS))
         work.plan(mirror=definition.mode == "mirror", full_resync=full_resync,
-                  max_row_attempts=definition.max_row_attempts)
+                  max_row_attempts=definition.max_row_attempts, send_once=definition.send_once)
         counts = work.counts()
         _guard(definition, work, counts, report, force)
         report.unchanged = counts.get("unchanged", 0)
@@ -91,7 +123,7 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
                 samples = report.samples.setdefault(_REPORTED_AS[operation], [])
                 if len(samples) < SAMPLES_PER_OPERATION:
-                    samples.append(_call(definition.name, planned))
+                    samples.append(_call(definition.name, planned, definition.send_once))
         if dry_run:
             report.inserted = counts.get("insert", 0)
             report.updated = counts.get("update", 0) + counts.get("resync", 0)
@@ -100,7 +132,11 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             store.create_tables()
             if stored is None:
                 store.save_fingerprint(definition.name, fingerprint, fields)
-            _deliver(definition, client, store, work, report, log)
+            unsettled = _deliver(definition, client, store, work, report, log)
+            if definition.cursor_column:
+                new_mark = next_mark(mark, definition.cursor_column, cursor_kind, *work.cursor_bounds(unsettled))
+                if new_mark is not None and new_mark != mark:
+                    store.save_cursor_mark(definition.name, new_mark)
             store.forget(definition.name, work.forgotten())
             if stored is not None and stored[0] != fingerprint:
                 store.save_fingerprint(definition.name, fingerprint, fields)
@@ -109,18 +145,30 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
     return report
 
 
+def _since(definition: SyncDefinition, mark: CursorMark | None) -> sa.BindParameter | None:
+    """The lower bound of an incremental read: the high-water mark minus the lookback."""
+    if mark is None:
+        return None
+    return sa.bindparam("cdp_since", mark.lower_bound(definition.lookback), type_=mark.bind_type())
+
+
 def _read(definition: SyncDefinition, engine: sa.Engine, work: WorkFile, report: SyncReport,
-          log: logging.Logger) -> None:
-    """Streams the source through the mapper into the work file; rows without a key are reported here."""
-    with read_source(engine, definition) as (columns, rows):
+          log: logging.Logger, since: sa.BindParameter | None = None) -> str | None:
+    """Streams the source through the mapper into the work file; rows without a key are reported here.
+
+    Returns how the cursor values were encoded (None without a cursor column or when no row had one).
+    """
+    with read_source(engine, definition, since) as (columns, rows):
         mapper = RowMapper(definition, columns)
         last_progress = time.monotonic()
 
         def mapped() -> Iterator[MappedRow]:
             nonlocal last_progress
             for row in rows:
-                report.source_rows += 1
                 result = mapper.map(row)
+                if definition.partition is not None and not _in_partition(definition, result):
+                    continue
+                report.source_rows += 1
                 if isinstance(result, MappedRow):
                     yield result
                 else:
@@ -130,6 +178,13 @@ def _read(definition: SyncDefinition, engine: sa.Engine, work: WorkFile, report:
                     log.info("sync %r: read %d source rows so far", definition.name, report.source_rows)
 
         work.add_source(mapped())
+        return mapper.cursor_kind
+
+
+def _in_partition(definition: SyncDefinition, result: MappedRow | tuple[None, str]) -> bool:
+    if not isinstance(result, MappedRow):
+        return definition.partition == 0  # rows without a key are reported by the first partition
+    return partition_of(result.key, definition.partitions) == definition.partition
 
 
 def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], report: SyncReport,
@@ -137,7 +192,7 @@ def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], r
     """Refuses mass deletions before anything is sent: they are far more often a broken model than intent."""
     deletions = counts.get("delete", 0)
     previous = work.previous_accepted()
-    if force or definition.mode != "mirror" or previous == 0:
+    if force or definition.mode != "mirror" or definition.send_once or previous == 0:
         return
     if report.source_rows == 0:
         raise SyncAbortedError(
@@ -154,7 +209,9 @@ def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], r
         )
 
 
-def _call(sync: str, planned: PlannedCall) -> dict[str, Any]:
+def _call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str, Any]:
+    if send_once:
+        return {**planned.call, "messageId": send_once_message_id(sync, planned.key)}
     return {**planned.call,
             "messageId": message_id(sync, planned.operation, planned.key, planned.payload_hash, planned.version)}
 
@@ -167,21 +224,28 @@ def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
 
 
 def _deliver(definition: SyncDefinition, client: PipelinesClient, store: StateStore, work: WorkFile,
-             report: SyncReport, log: logging.Logger) -> None:
-    """Sends the planned calls and records each delivered request's outcome as soon as it is yielded."""
+             report: SyncReport, log: logging.Logger) -> list[str]:
+    """Sends the planned calls and records each delivered request's outcome as soon as it is yielded.
+
+    Returns the key hashes sent and not accepted (the high-water mark of an incremental read stops at them).
+    """
     in_flight: dict[str, PlannedCall] = {}
+    unsettled: list[str] = []
 
     def calls() -> Iterator[dict[str, Any]]:
         for planned in work.calls():
-            call = _call(definition.name, planned)
+            call = _call(definition.name, planned, definition.send_once)
             in_flight[call["messageId"]] = planned
             yield call
 
     last_progress = time.monotonic()
+    log.debug("sync %r: sending the changes", definition.name)
     results = client.deliver(calls(), context=_batch_context(definition),
                              integrations=dict(definition.integrations) if definition.integrations else None)
     for result in results:
-        store.record(definition.name, _acknowledgements(result, in_flight, report))
+        acknowledged = _acknowledgements(result, in_flight, report)
+        store.record(definition.name, acknowledged)
+        unsettled.extend(k.key_hash for k in acknowledged if k.failed_hash is not None)
         report.requests += result.requests
         report.bytes += result.bytes
         report.retries += result.retries
@@ -189,6 +253,7 @@ def _deliver(definition: SyncDefinition, client: PipelinesClient, store: StateSt
             last_progress = time.monotonic()
             log.info("sync %r: %d inserts, %d updates, %d deletions accepted in %d requests so far",
                      definition.name, report.inserted, report.updated, report.deleted, report.requests)
+    return unsettled + [planned.key_hash for planned in in_flight.values()]
 
 
 def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], report: SyncReport) -> list[KeyState]:

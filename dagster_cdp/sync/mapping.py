@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
+from dagster_cdp.sync.cursor import encode
 from dagster_cdp.sync.definition import Objects, People, SyncDefinition
 from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.kinds import CallMapping, MissingKeyError
 from dagster_cdp.sync.values import BadValueError, to_json_value, to_key_part
 
 MAX_CALL_BYTES = 32_000
@@ -36,6 +38,7 @@ class MappedRow:
     payload_hash: str | None
     delete_call: dict | None
     problem: str | None = None
+    cursor: int | None = None  # the encoded cursor column value, for incremental reads
 
 
 class RowMapper:
@@ -53,11 +56,15 @@ class RowMapper:
             key_columns = [c for c in (m.id_column, m.object_type_column) if c]
             default_exclude = set(key_columns)
             listed = m.traits
+        elif isinstance(m, CallMapping):
+            key_columns = m.identifier_columns()
+            default_exclude = {*key_columns, definition.cursor_column}
+            listed = m.value_columns()
         else:
             key_columns = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
             default_exclude = set(key_columns)
             listed = m.attributes
-        for column in [*key_columns, *(listed or [])]:
+        for column in [*key_columns, *(listed or []), *([definition.cursor_column] if definition.cursor_column else [])]:
             if column not in self._columns:
                 raise SourceError(
                     f"Sync {definition.name!r}: the mapping names column {column!r}, which the source does not have. "
@@ -71,10 +78,15 @@ class RowMapper:
             value_columns.append(m.email_column)
         self._values = [(c, self._columns.index(c)) for c in value_columns]
         self._index = {c: self._columns.index(c) for c in key_columns}
+        self._cursor_column = definition.cursor_column
+        self._cursor_index = self._columns.index(definition.cursor_column) if definition.cursor_column else None
+        self.cursor_kind: str | None = None  # how the cursor values read so far are encoded (cursor.KINDS)
 
     def map(self, row: Sequence[Any]) -> MappedRow | tuple[None, str]:
         """A MappedRow, or (None, reason) for a row that has no usable key."""
         m = self._mapping
+        if isinstance(m, CallMapping):
+            return self._with_cursor(row, self._map_call(row, m))
         if isinstance(m, People):
             parts = [self._key_part(row, m.id_column) if m.id_column else None,
                      self._key_part(row, m.email_column) if m.email_column else None]
@@ -125,6 +137,40 @@ class RowMapper:
             payload = {**payload_key, "traits": {**values, "objectTypeId": type_id}}
         else:
             payload = {**payload_key, "traits": {"objectTypeId": type_id, "relationshipAttributes": values}}
+        return self._sized(key, key_hash, payload, delete_call)
+
+    def _map_call(self, row: Sequence[Any], m: CallMapping) -> MappedRow | tuple[None, str]:
+        def part(column: str) -> str | None:
+            return self._key_part(row, column)
+
+        try:
+            key = m.key(part)
+        except MissingKeyError as exc:
+            return None, str(exc)
+        key_hash = hash_hex(key.encode())
+        try:
+            values = {c: to_json_value(row[i], c) for c, i in self._values}
+            payload, delete_call = m.calls(part, values)
+        except BadValueError as exc:
+            return MappedRow(key, key_hash, None, None, None, problem=str(exc))
+        return self._sized(key, key_hash, payload, delete_call)
+
+    def _with_cursor(self, row: Sequence[Any], mapped: MappedRow | tuple[None, str]) -> MappedRow | tuple[None, str]:
+        """Adds the encoded cursor; a NULL cursor stays None (such rows are sent by full reads only)."""
+        if self._cursor_index is None or not isinstance(mapped, MappedRow):
+            return mapped
+        encoded = encode(row[self._cursor_index], self._cursor_column)
+        if encoded is not None:
+            kind, mapped.cursor = encoded
+            if self.cursor_kind is None:
+                self.cursor_kind = kind
+            elif kind != self.cursor_kind:
+                raise SourceError(f"Cursor column {self._cursor_column!r} mixes {self.cursor_kind} and {kind} values; "
+                                  "cast it to one type in the query.")
+        return mapped
+
+    def _sized(self, key: str, key_hash: str, payload: dict, delete_call: dict | None) -> MappedRow:
+        """The row, or a problem row when its call is over the API's size limit."""
         encoded = canonical_json(payload)
         if len(encoded) + _MESSAGE_ID_FIELD > MAX_CALL_BYTES:
             return MappedRow(key, key_hash, None, None, None,

@@ -20,19 +20,28 @@ def as_engine(warehouse: str | sa.Engine) -> sa.Engine:
     return sa.create_engine(warehouse) if isinstance(warehouse, str) else warehouse
 
 
-def source_statement(definition: SyncDefinition, engine: sa.Engine) -> sa.Executable:
+def source_statement(definition: SyncDefinition, engine: sa.Engine, since: sa.BindParameter | None = None
+                     ) -> sa.Executable:
     """The user's query as given, or `SELECT *` from the table typed by reflection where the dialect can reflect.
+
+    With `since`, only rows whose cursor column is >= it (an incremental read of a send-once sync).
 
     Reflection gives the columns their types, so drivers that hand back text (SQLite dates, JSON columns)
     are converted by SQLAlchemy the same way on every database. Columns are matched by position, so no
     column name goes through the dialect's quoting rules (duckdb-engine leaves the reserved word `at` bare).
     """
+    preparer = engine.dialect.identifier_preparer
+    where = "" if since is None else f" WHERE {preparer.quote_identifier(definition.cursor_column)} >= :{since.key}"
     if definition.query is not None:
-        return sa.text(definition.query)
+        if since is None:
+            return sa.text(definition.query)
+        query = definition.query.strip().rstrip(";")
+        return sa.text(f"SELECT * FROM ({query}) cdp_source{where}").bindparams(since)
     schema, _, name = definition.table.rpartition(".")
     table = sa.table(name, schema=schema or None)
-    preparer = engine.dialect.identifier_preparer
-    statement = sa.text(f"SELECT * FROM {preparer.format_table(table)}")
+    statement = sa.text(f"SELECT * FROM {preparer.format_table(table)}{where}")
+    if since is not None:
+        statement = statement.bindparams(since)
     with engine.connect() as connection:
         inspector = sa.inspect(connection)
         if not inspector.has_table(name, schema=schema or None):
@@ -64,9 +73,10 @@ def _json_checked_columns(connection: sa.Connection, name: str, schema: str | No
 
 
 @contextmanager
-def read_source(engine: sa.Engine, definition: SyncDefinition) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+def read_source(engine: sa.Engine, definition: SyncDefinition, since: sa.BindParameter | None = None
+                ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
     """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one."""
-    statement = source_statement(definition, engine)
+    statement = source_statement(definition, engine, since)
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
         try:

@@ -14,9 +14,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from dagster_cdp.sync.cursor import CursorMark
 from dagster_cdp.sync.source import as_engine
 
 _IN_CHUNK = 500
+_COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
 
 
 @dataclass
@@ -57,6 +59,14 @@ class StateStore:
             sa.Column("attempts", sa.Integer, nullable=False),
             sa.Column("failed_hash", sa.String(32), nullable=True),
             sa.Column("last_error", sa.Text, nullable=True),
+            sa.Column("updated_at", sa.DateTime, nullable=False),
+        )
+        self.cursors = sa.Table(
+            f"{table_prefix}cursors", metadata,
+            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("cursor_column", sa.Text, nullable=False),
+            sa.Column("kind", sa.String(20), nullable=False),
+            sa.Column("mark", sa.BigInteger, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
         self._metadata = metadata
@@ -105,6 +115,9 @@ class StateStore:
             return
         now = _now()
         c = self.state.c
+        if self.engine.dialect.name in _COLUMN_PARAMETERS:
+            self._record_as_columns(sync, keys, now)
+            return
         with self.engine.begin() as connection:
             for part in _chunks([k.key_hash for k in keys]):
                 connection.execute(sa.delete(self.state).where(c.sync == sync, c.key_hash.in_(part)))
@@ -114,6 +127,39 @@ class StateStore:
                      last_error=k.last_error[:2000] if k.last_error else None, updated_at=now)
                 for k in keys
             ])
+
+    def _record_as_columns(self, sync: str, keys: list[KeyState], now: dt.datetime) -> None:
+        """`record` as two statements taking whole columns as arrays: row-by-row executemany was most of a first
+        sync's time (duckdb-engine ~0.15 ms a row; PostgreSQL a round trip per 500 deleted keys)."""
+        placeholder, text = _COLUMN_PARAMETERS[self.engine.dialect.name]
+        table = self.engine.dialect.identifier_preparer.format_table(self.state)
+        columns = {"key_hash": text, "key": text, "payload_hash": text, "delete_call": text,
+                   "version": "INTEGER", "attempts": "INTEGER", "failed_hash": text, "last_error": text}
+        values = [[getattr(k, name) for k in keys] for name in columns]
+        values[-1] = [error[:2000] if error else None for error in values[-1]]
+        unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"DELETE FROM {table} WHERE sync = {placeholder} AND key_hash IN "
+                f"(SELECT unnest(CAST({placeholder} AS {text}[])))", (sync, values[0]))
+            connection.exec_driver_sql(
+                f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at) "
+                f"SELECT {placeholder}, {unnested}, {placeholder}", (sync, *values, now))
+
+    def cursor_mark(self, sync: str) -> CursorMark | None:
+        """The high-water mark of an incremental send-once sync, or None before its first completed run."""
+        if not sa.inspect(self.engine).has_table(self.cursors.name, schema=self.cursors.schema):
+            return None
+        c = self.cursors.c
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(c.cursor_column, c.kind, c.mark).where(c.sync == sync)).first()
+        return None if row is None else CursorMark(row.cursor_column, row.kind, row.mark)
+
+    def save_cursor_mark(self, sync: str, mark: CursorMark) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(self.cursors).where(self.cursors.c.sync == sync))
+            connection.execute(sa.insert(self.cursors).values(
+                sync=sync, cursor_column=mark.column, kind=mark.kind, mark=mark.value, updated_at=_now()))
 
     def forget(self, sync: str, key_hashes: Iterable[str]) -> None:
         """Drops keys that are gone from the source and were never accepted, so nothing needs deleting."""

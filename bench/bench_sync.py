@@ -1,0 +1,153 @@
+"""Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a people table, warehouse to emulator.
+
+    python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
+
+For each database and size: `bench/sync_once.py prepare` generates table `people` (user_id + 5 traits)
+inside the database with SQL, then three syncs run, each as its own process timed whole with its own
+peak RSS: the first sync (every row sent), a no-op re-sync (nothing sent) and, after 1% of the rows
+changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB and PostgreSQL
+use the in-warehouse diff. All calls go to one `dagster-cdp emulator --count-only` process, whose
+counters are reset before and checked after every run. Prints a table and writes
+bench/results/sync.json and bench/results/sync.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import EmulatorProcess, run_timed
+
+BENCH_DIR = Path(__file__).resolve().parent
+API_KEY = "bench-key"
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dcdp_bench"
+RUNS = ("first", "no-op", "1% changed")
+MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5}
+
+
+def step(args: list[str]) -> None:
+    done = run_timed([sys.executable, str(BENCH_DIR / "sync_once.py"), *args])
+    if done.returncode != 0:
+        raise SystemExit(f"sync_once.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def measure(emulator: EmulatorProcess, url: str, run: str, rows: int) -> dict[str, Any]:
+    emulator.reset()
+    done = run_timed([sys.executable, str(BENCH_DIR / "sync_once.py"), "sync", "--warehouse", url,
+                      "--base-url", emulator.url, "--api-key", API_KEY])
+    if done.returncode != 0:
+        raise SystemExit(f"the {run} sync failed:\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    calls = emulator.stats()["calls_received"]
+    expected = {"first": rows, "no-op": 0, "1% changed": rows // 100}[run]
+    sent = report["inserted"] + report["updated"] + report["deleted"]
+    if sent != expected or calls != expected:
+        raise SystemExit(f"the {run} sync of {rows:,} rows sent {sent:,} calls (emulator counted {calls:,}), "
+                         f"expected {expected:,}")
+    return {"run": run, "rows": rows, "seconds": round(done.seconds, 2),
+            "peak_rss_mib": round(done.peak_rss_bytes / 2**20, 1), "calls": calls,
+            "requests": report["requests"], "rows_per_second": round(rows / done.seconds)}
+
+
+def bench(emulator: EmulatorProcess, database: str, url: str, rows: int) -> list[dict[str, Any]]:
+    step(["prepare", "--warehouse", url, "--rows", str(rows)])
+    results = [measure(emulator, url, "first", rows), measure(emulator, url, "no-op", rows)]
+    step(["change", "--warehouse", url, "--round", "1"])
+    results.append(measure(emulator, url, "1% changed", rows))
+    for result in results:
+        result["database"] = database
+        print(f"{database:<10} {rows:>11,} {result['run']:<11} {result['seconds']:>9.2f} {result['peak_rss_mib']:>8.1f} "
+              f"{result['calls']:>11,} {result['rows_per_second']:>12,}", flush=True)
+    return results
+
+
+def marks(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's marks, on the largest DuckDB table measured."""
+    duckdb = {(r["rows"], r["run"]): r for r in results if r["database"] == "duckdb"}
+    if not duckdb:
+        return {}
+    largest = max(rows for rows, _ in duckdb)
+    noop, changed = duckdb[(largest, "no-op")], duckdb[(largest, "1% changed")]
+    peak = max(r["peak_rss_mib"] for (rows, _), r in duckdb.items() if rows == largest)
+    found = {"rows": largest, "no-op seconds": noop["seconds"], "1% changed seconds": changed["seconds"],
+             "peak RSS MiB": peak}
+    if (1_000_000, "no-op") in duckdb and largest > 1_000_000:
+        at_1m = max(r["peak_rss_mib"] for (rows, _), r in duckdb.items() if rows == 1_000_000)
+        found["RSS 10M / 1M"] = round(peak / at_1m, 2)
+    found["met"] = {name: found[name] <= limit for name, limit in MARKS.items() if name in found}
+    return found
+
+
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (seconds_axis, rss_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for database, style in (("duckdb", "-o"), ("postgresql", "--s")):
+        for run in RUNS:
+            points = sorted((r["rows"], r) for r in results if r["database"] == database and r["run"] == run)
+            if points:
+                sizes = [p[0] for p in points]
+                seconds_axis.plot(sizes, [p[1]["seconds"] for p in points], style, label=f"{database} {run}")
+                rss_axis.plot(sizes, [p[1]["peak_rss_mib"] for p in points], style, label=f"{database} {run}")
+    seconds_axis.axhline(60, color="grey", linestyle=":", linewidth=1)
+    seconds_axis.axhline(90, color="grey", linestyle=":", linewidth=1)
+    rss_axis.axhline(1024, color="grey", linestyle=":", linewidth=1)
+    for axis, title in ((seconds_axis, "wall time (s)"), (rss_axis, "peak RSS (MiB)")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("rows")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    seconds_axis.legend(fontsize=7)
+    figure.suptitle("dagster-cdp sync: warehouse to emulator (marks: 60 s no-op, 90 s 1% changed, 1 GiB)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duckdb", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000], help="table sizes")
+    parser.add_argument("--postgres", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    print(f"{'database':<10} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} {'rows/s':>12}")
+    print("-" * 78)
+    results: list[dict[str, Any]] = []
+    with EmulatorProcess(API_KEY) as emulator:
+        for rows in args.duckdb:
+            path = args.workdir / f"people-{rows}.duckdb"
+            path.unlink(missing_ok=True)
+            results += bench(emulator, "duckdb", f"duckdb:///{path}", rows)
+            path.unlink(missing_ok=True)
+        for rows in args.postgres:
+            results += bench(emulator, "postgresql", POSTGRES, rows)
+    found = marks(results)
+    report = {"command": "python bench/bench_sync.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_average_before": [round(x, 2) for x in load_before],
+                          "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+              "results": results, "marks": found}
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "sync.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(results, args.results / "sync.png")
+    print(f"\nload average before {report['machine']['load_average_before']}, after "
+          f"{report['machine']['load_average_after']}")
+    if found:
+        print("marks:", json.dumps(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

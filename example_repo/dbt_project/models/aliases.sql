@@ -1,0 +1,2 @@
+select previous_id, user_id
+from {{ ref('raw_aliases') }}

@@ -1,0 +1,2 @@
+select user_id
+from {{ ref('raw_suppressions') }}

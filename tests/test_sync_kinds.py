@@ -1,0 +1,279 @@
+"""Issue 7's sync kinds end to end: devices, suppressions, events (incremental by a cursor), pages, screens,
+aliases and delivery reports, from each of four real warehouses to the emulator over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from dagster_cdp.client import PipelinesClient
+from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp.errors import DeliveryError
+from dagster_cdp.sync import (
+    Aliases,
+    DeliveryReports,
+    Devices,
+    Events,
+    MappingChangedError,
+    Pages,
+    People,
+    Screens,
+    SourceError,
+    StateStore,
+    Suppressions,
+    SyncDefinition,
+    run_sync,
+)
+from dagster_cdp.sync.cursor import CursorMark, next_mark
+from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+
+T0 = dt.datetime(2024, 3, 1, 12, 0)
+EVENT_COLUMNS = {"event_id": sa.Integer, "user_id": sa.String(20), "event": sa.String(50),
+                 "occurred_at": sa.DateTime, "amount": sa.Integer}
+EVENTS = SyncDefinition(
+    name="events", table="events", cursor_column="occurred_at", lookback=dt.timedelta(hours=1),
+    mapping=Events(id_column="event_id", event_column="event", user_id_column="user_id", timestamp_column="occurred_at"),
+)
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterable[PipelinesClient]:
+    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
+        yield c
+
+
+def event(i: int, minutes: int, name: str = "Order Placed", amount: int | None = None) -> dict[str, Any]:
+    return {"event_id": i, "user_id": f"u{i % 4}", "event": name, "occurred_at": T0 + dt.timedelta(minutes=minutes),
+            "amount": i * 10 if amount is None else amount}
+
+
+def sent_events(emulator: Emulator) -> dict[int, dict[str, Any]]:
+    """The events the emulator holds, by event id (read from amount); fails on any event held twice."""
+    events = emulator.snapshot()["events"]
+    message_ids = [e["messageId"] for e in events]
+    assert len(message_ids) == len(set(message_ids)), "an event was applied twice"
+    return {e["properties"]["amount"] // 10: e for e in events}
+
+
+def test_devices_are_created_updated_and_deleted(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    rows = [{"user_id": "u1", "token": "tok-a", "platform": "ios", "app_version": "1.0"},
+            {"user_id": "u1", "token": "tok-b", "platform": "android", "app_version": "2.1"},
+            {"user_id": "u2", "token": "tok-c", "platform": "ios", "app_version": None}]
+    table = warehouse.create("devices", {"user_id": sa.String(20), "token": sa.String(50), "platform": sa.String(10),
+                                         "app_version": sa.String(10)}, rows)
+    devices = SyncDefinition(name="devices", table="devices",
+                             mapping=Devices(user_id_column="user_id", token_column="token", platform_column="platform"))
+    report = run_sync(devices, warehouse=warehouse.engine, client=client)
+    assert (report.inserted, report.rejected) == (3, [])
+    assert emulator.snapshot()["devices"] == {
+        "u1": {"tok-a": {"type": "ios", "properties": {"app_version": "1.0"}},
+               "tok-b": {"type": "android", "properties": {"app_version": "2.1"}}},
+        "u2": {"tok-c": {"type": "ios", "properties": {}}},
+    }
+    assert run_sync(devices, warehouse=warehouse.engine, client=client).unchanged == 3
+
+    rows[0]["app_version"] = "1.1"  # an update
+    warehouse.replace(table, rows[:1] + rows[2:])  # tok-b gone: Device Deleted
+    report = run_sync(devices, warehouse=warehouse.engine, client=client, force=True)
+    assert (report.inserted, report.updated, report.deleted, report.unchanged) == (0, 1, 1, 1)
+    assert emulator.snapshot()["devices"] == {
+        "u1": {"tok-a": {"type": "ios", "properties": {"app_version": "1.1"}}},
+        "u2": {"tok-c": {"type": "ios", "properties": {}}},
+    }
+
+
+def test_suppressions_suppress_and_unsuppress(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    table = warehouse.create("suppressions", {"user_id": sa.String(20), "reason": sa.String(20)},
+                             [{"user_id": f"u{i}", "reason": "gdpr"} for i in range(8)])
+    suppressions = SyncDefinition(name="suppressions", table="suppressions",
+                                  mapping=Suppressions(user_id_column="user_id"))
+    assert run_sync(suppressions, warehouse=warehouse.engine, client=client).inserted == 8
+    assert emulator.snapshot()["suppressions"] == [f"u{i}" for i in range(8)]
+    warehouse.replace(table, [{"user_id": f"u{i}", "reason": "changed"} for i in range(1, 8)])
+    report = run_sync(suppressions, warehouse=warehouse.engine, client=client)
+    assert (report.inserted, report.updated, report.deleted, report.unchanged) == (0, 0, 1, 7)  # reason is not sent
+    assert emulator.snapshot()["suppressions"] == [f"u{i}" for i in range(1, 8)]
+
+
+def test_events_are_sent_once_and_read_incrementally(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    table = warehouse.create("events", EVENT_COLUMNS, [event(i, minutes=i) for i in range(1, 11)])
+    report = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
+    assert (report.inserted, report.source_rows, report.rejected) == (10, 10, [])
+    sent = sent_events(emulator)
+    assert sent[3] == {"type": "track", "event": "Order Placed", "userId": "u3", "anonymousId": None,
+                       "timestamp": "2024-03-01T12:03:00Z", "properties": {"amount": 30},
+                       "messageId": sent[3]["messageId"]}
+
+    # Nothing new: only the lookback window (an hour before the newest event) is read, and nothing is sent.
+    requests = emulator.stats()["requests"]
+    again = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
+    assert (again.inserted, again.unchanged, emulator.stats()["requests"]) == (0, 10, requests)
+
+    # A row sharing the boundary timestamp, a late row inside the lookback, one older than the lookback,
+    # an edit of an already-sent event (not resent) and a deleted event (never deleted at Customer.io).
+    warehouse.insert(table, [event(11, minutes=10), event(12, minutes=-30), event(13, minutes=-120)])
+    with warehouse.engine.begin() as connection:
+        connection.execute(sa.update(table).where(table.c.event_id == 2).values(event="Order Refunded"))
+        connection.execute(sa.delete(table).where(table.c.event_id == 1))
+    report = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
+    assert (report.inserted, report.updated, report.deleted) == (2, 0, 0)
+    sent = sent_events(emulator)
+    assert sorted(sent) == list(range(1, 13))  # 13 is older than the lookback: incremental runs miss it
+    assert sent[2]["event"] == "Order Placed" and sent[11]["timestamp"] == "2024-03-01T12:10:00Z"
+
+    report = run_sync(EVENTS, warehouse=warehouse.engine, client=client, full_resync=True)  # reads everything
+    assert (report.inserted, report.updated, report.deleted, report.unchanged) == (1, 0, 0, 11)
+    assert sorted(sent_events(emulator)) == list(range(1, 14))
+
+    # A new mapping applies to rows not sent yet; a full resync adopts it without resending anything.
+    fewer = dataclasses.replace(EVENTS, mapping=dataclasses.replace(EVENTS.mapping, properties=[]))
+    with pytest.raises(MappingChangedError, match="already sent are not sent again"):
+        run_sync(fewer, warehouse=warehouse.engine, client=client)
+    assert run_sync(fewer, warehouse=warehouse.engine, client=client, full_resync=True).inserted == 0
+    assert len(emulator.snapshot()["events"]) == 13
+
+
+def test_event_delivery_failing_midway_leaves_no_gap_and_no_repeat(warehouse: Warehouse, emulator: Emulator) -> None:
+    columns = {**EVENT_COLUMNS, "note": sa.Text}
+    rows = [{**event(i, minutes=i // 100), "note": "x" * 1000} for i in range(1, 1201)]  # ~3 requests, tied stamps
+    warehouse.create("events", columns, rows)
+    emulator.set_faults(FaultConfig(error_rate=0.4, error_statuses=(503,), apply_then_error_rate=0.2, seed=3))
+    failures = 0
+    with PipelinesClient("test-key", base_url=emulator.url, max_attempts=1, max_retry_seconds=1) as flaky:
+        for _ in range(30):
+            try:
+                report = run_sync(EVENTS, warehouse=warehouse.engine, client=flaky)
+            except DeliveryError:
+                failures += 1
+                continue
+            if report.inserted == 0 and report.rejected == []:
+                break
+    assert failures > 0
+    sent = sent_events(emulator)  # each event exactly once: resends carry the same messageId
+    assert sorted(sent) == list(range(1, 1201))
+    mark = StateStore(warehouse.engine).cursor_mark("events")
+    assert mark == CursorMark("occurred_at", "timestamp", int((T0 + dt.timedelta(minutes=12)).replace(
+        tzinfo=dt.timezone.utc).timestamp()) * 1_000_000)
+
+
+CHILD = """
+import datetime as dt, sys
+from dagster_cdp.client import PipelinesClient
+from dagster_cdp.sync import Events, SyncDefinition, run_sync
+warehouse_url, api_url = sys.argv[1:]
+events = SyncDefinition(
+    name="events", table="events", cursor_column="occurred_at", lookback=dt.timedelta(hours=1),
+    mapping=Events(id_column="event_id", event_column="event", user_id_column="user_id", timestamp_column="occurred_at"))
+with PipelinesClient("test-key", base_url=api_url) as client:
+    run_sync(events, warehouse=warehouse_url, client=client)
+"""
+
+
+def test_event_sync_killed_midway_resumes_without_gap_or_repeat(warehouse: Warehouse, emulator: Emulator) -> None:
+    rows = [{**event(i, minutes=i // 500), "note": "x" * 1000} for i in range(1, 4001)]  # ~9 requests
+    warehouse.create("events", {**EVENT_COLUMNS, "note": sa.Text}, rows)
+    warehouse.release()  # DuckDB: one process may hold the file
+    emulator.set_faults(FaultConfig(delay_rate=1.0, delay_seconds=0.2))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, warehouse.url, emulator.url])
+    try:
+        while child.poll() is None and emulator.stats()["requests"] < 4:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, "the sync finished before it could be killed"
+    emulator.set_faults(FaultConfig())
+    assert StateStore(warehouse.engine).cursor_mark("events") is None  # no mark before a run completes
+    applied = len(emulator.snapshot()["events"])
+    assert 0 < applied < len(rows)
+
+    with PipelinesClient("test-key", base_url=emulator.url) as client:
+        report = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
+    assert report.rejected == []
+    assert sorted(sent_events(emulator)) == list(range(1, 4001))  # resent in-flight calls were recognised
+    assert report.inserted + applied >= len(rows)
+
+
+def test_pages_screens_aliases_and_delivery_reports(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    warehouse.create("page_views", {"view_id": sa.String(10), "visitor": sa.String(20), "page": sa.String(20),
+                                    "viewed_at": sa.DateTime, "url": sa.String(50)},
+                     [{"view_id": "p1", "visitor": "anon-1", "page": "Pricing", "viewed_at": T0, "url": "/pricing"}])
+    warehouse.create("screen_views", {"view_id": sa.Integer, "user_id": sa.String(20), "screen": sa.String(20),
+                                      "viewed_at": sa.DateTime},
+                     [{"view_id": 7, "user_id": "u1", "screen": "Cart", "viewed_at": T0}])
+    aliases_table = warehouse.create("aliases", {"previous_id": sa.String(20), "user_id": sa.String(20)},
+                                     [{"previous_id": "anon-1", "user_id": "u1"}])
+    warehouse.create("deliveries", {"report_id": sa.Integer, "delivery_id": sa.String(30), "metric": sa.String(20),
+                                    "recipient": sa.String(50), "reported_at": sa.DateTime},
+                     [{"report_id": 1, "delivery_id": "dlv-1", "metric": "opened", "recipient": "a@example.com",
+                       "reported_at": T0}])
+    syncs = [
+        SyncDefinition(name="pages", table="page_views", mapping=Pages(
+            id_column="view_id", name_column="page", anonymous_id_column="visitor", timestamp_column="viewed_at")),
+        SyncDefinition(name="screens", table="screen_views", mapping=Screens(
+            id_column="view_id", name_column="screen", user_id_column="user_id", timestamp_column="viewed_at")),
+        SyncDefinition(name="aliases", table="aliases", mapping=Aliases(previous_id_column="previous_id",
+                                                                        user_id_column="user_id")),
+        SyncDefinition(name="deliveries", query="select * from deliveries", cursor_column="report_id",
+                       mapping=DeliveryReports(
+            id_column="report_id", delivery_id_column="delivery_id", metric_column="metric",
+            timestamp_column="reported_at")),
+    ]
+    for _ in range(2):  # the second run sends nothing
+        assert [run_sync(s, warehouse=warehouse.engine, client=client).inserted for s in syncs] in ([1] * 4, [0] * 4)
+    snapshot = emulator.snapshot()
+    strip = [{k: v for k, v in e.items() if k != "messageId"} for e in snapshot["events"]]
+    assert strip == [
+        {"type": "page", "name": "Pricing", "userId": None, "anonymousId": "anon-1", "timestamp": "2024-03-01T12:00:00Z",
+         "properties": {"url": "/pricing"}},
+        {"type": "screen", "name": "Cart", "userId": "u1", "anonymousId": None, "timestamp": "2024-03-01T12:00:00Z",
+         "properties": {}},
+        {"type": "alias", "previousId": "anon-1", "userId": "u1", "anonymousId": None, "timestamp": None,
+         "properties": {}},
+    ]
+    assert snapshot["aliases"] == [{"previousId": "anon-1", "userId": "u1"}]
+    [report] = snapshot["delivery_reports"]
+    assert (report["anonymousId"], report["timestamp"], report["properties"]) == (
+        "dlv-1", "2024-03-01T12:00:00Z", {"deliveryId": "dlv-1", "metric": "opened", "recipient": "a@example.com"})
+
+    warehouse.replace(aliases_table, [])  # a pair gone from the table is never undone, and no guard trips
+    assert run_sync(syncs[2], warehouse=warehouse.engine, client=client).deleted == 0
+
+
+def test_rows_the_api_cannot_take_are_reported(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    warehouse.create("events", EVENT_COLUMNS, [event(1, 0), {**event(2, 1), "user_id": None},
+                                               {**event(3, 2), "event": None}, {**event(4, 3), "event_id": None}])
+    report = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
+    assert report.inserted == 1
+    reasons = sorted(r.reason for r in report.rejected)
+    assert reasons == ["NULL or empty event name in column 'event'", "NULL or empty key in column 'event_id'",
+                       "NULL or empty person id in 'user_id'; the call would belong to nobody"]
+
+
+def test_definitions_that_cannot_work_fail_before_anything_runs() -> None:
+    with pytest.raises(SourceError, match="cursor_column is only for send-once kinds"):
+        SyncDefinition(name="people", table="people", mapping=People(id_column="id"), cursor_column="updated_at")
+    with pytest.raises(SourceError, match="mode does not apply to events syncs"):
+        SyncDefinition(name="events", table="events", mode="upsert",
+                       mapping=Events(id_column="id", event_column="event", user_id_column="user_id"))
+    with pytest.raises(SourceError, match="need user_id_column or anonymous_id_column"):
+        Events(id_column="id", event_column="event")
+
+
+def test_the_mark_never_passes_an_unacknowledged_row() -> None:
+    """A rejected row (API 400, or in flight when the run failed) holds the mark, even below the old one."""
+    old = CursorMark("occurred_at", "timestamp", 100)
+    assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=None).value == 500
+    assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=300).value == 300
+    assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=90).value == 90
+    assert next_mark(old, "occurred_at", "timestamp", read_max=None, unsettled_min=None) == old  # nothing read
+    assert next_mark(old, "occurred_at", "timestamp", read_max=50, unsettled_min=None) == old  # never backwards
