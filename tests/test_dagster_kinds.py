@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster.components.testing import create_defs_folder_sandbox
+from tests.components import load_defs_yaml as _load
+from tests.components import load_error as _load_error
 
 from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset, build_sync_job
 from dagster_cdp.emulator import Emulator
@@ -36,26 +37,6 @@ attributes:
     - {name: deliveries, kind: delivery_reports, table: deliveries, id: report_id, delivery_id: delivery_id,
        metric: metric}
 """
-
-
-def _load(defs_yaml: str) -> dg.Definitions:
-    with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.defs_folder_path / "customerio"
-        path.mkdir()
-        (path / "defs.yaml").write_text(defs_yaml)
-        with sandbox.build_component_tree() as tree:
-            return tree.build_defs(path)
-
-
-def _load_error(defs_yaml: str) -> str:
-    with pytest.raises(Exception) as raised:
-        _load(defs_yaml)
-    error: BaseException | None = raised.value
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
 
 
 @pytest.fixture
