@@ -18,19 +18,27 @@ from dagster_cdp.errors import InvalidMessageError
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
+def utc_iso(value: dt.datetime) -> str:
+    """A datetime as ISO-8601 in UTC (`2024-05-01T10:30:00Z`); a naive one is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def decimal_number(value: Decimal) -> int | float:
+    """A finite Decimal as a JSON number: an int when integral, so `7` stays `7`."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dt.time):
+        return utc_iso(value)
+    if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise InvalidMessageError(f"{value} is not a number the API accepts")
-        return int(value) if value == value.to_integral_value() else float(value)
+        return decimal_number(value)
     raise TypeError(f"values of type {type(value).__name__} cannot be sent to Customer.io")
 
 
@@ -62,13 +70,3 @@ def encode(value: Any, *, path: str = "call") -> bytes:
     if b"null" in encoded:  # orjson writes NaN/Infinity as null: only then is the walk needed
         _check_finite(value, path)
     return encoded
-
-
-def encode_canonical(value: Any) -> bytes:
-    """Encode with sorted keys, so equal payloads always give equal bytes (for hashing)."""
-    _check_finite(value, "payload")
-    try:
-        return orjson.dumps(value, default=_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError as exc:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        raise InvalidMessageError(f"payload cannot be encoded as JSON: {cause}") from None

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from dagster_cdp.sync.mapping import MappedRow
+from dagster_cdp.sync.mapping import MappedRow, json_text
 
 _SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
                    "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT"}
@@ -75,7 +75,7 @@ class WorkFile:
 
     def add_source(self, rows: Iterable[MappedRow]) -> None:
         self._load("source", _SOURCE_COLUMNS, (
-            (r.key_hash, r.key, r.payload_hash, _json(r.payload), _json(r.delete_call), r.problem, r.cursor)
+            (r.key_hash, r.key, r.payload_hash, json_text(r.payload), json_text(r.delete_call), r.problem, r.cursor)
             for r in rows))
 
     def add_state(self, rows: Iterable[Sequence[Any]]) -> None:
@@ -228,7 +228,3 @@ class WorkFile:
 
 def _ddl(columns: dict[str, str]) -> str:
     return ", ".join(f"{name} {kind}" for name, kind in columns.items())
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()

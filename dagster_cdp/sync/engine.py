@@ -13,14 +13,13 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import CursorMark, next_mark
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, canonical_json, hash_hex
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, canonical_json, hash_hex, json_text
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import HASH_METHOD, plan_pushdown
 from dagster_cdp.sync.report import RowRejection, SyncReport
@@ -270,7 +269,7 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
             report.inserted += 1
         else:
             report.updated += 1
-        keys.append(KeyState(planned.key_hash, planned.key, planned.payload_hash, _json(planned.delete_call),
+        keys.append(KeyState(planned.key_hash, planned.key, planned.payload_hash, json_text(planned.delete_call),
                              planned.version + 1, 0, None, None))
     for rejection in result.rejected:
         planned = in_flight.pop(rejection.message["messageId"])
@@ -282,9 +281,6 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
         report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
     return keys
 
-
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
 
 
 def _mapping_change(sync: str, before: dict, after: dict) -> str:

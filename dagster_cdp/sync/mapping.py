@@ -28,6 +28,11 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+def json_text(value: Any) -> str | None:
+    """A call or payload as JSON text for the work file and the state table; None stays None."""
+    return None if value is None else orjson.dumps(value).decode()
+
+
 @dataclass
 class MappedRow:
     """One source row, ready for the diff. `problem` is set when the row must be reported, not sent."""

@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from dagster_cdp.encoding import decimal_number, utc_iso
 from dagster_cdp.sync.errors import SourceError
 
 
@@ -26,11 +27,9 @@ def to_json_value(value: Any, column: str) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise BadValueError(f"column {column!r} holds {value}, which JSON cannot carry")
-        return int(value) if value == value.to_integral_value() else float(value)
+        return decimal_number(value)
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return utc_iso(value)
     if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
