@@ -9,13 +9,13 @@ from typing import Any
 
 import orjson
 
+from dagster_cdp.packing import MAX_CALL_BYTES
 from dagster_cdp.sync.cursor import encode
 from dagster_cdp.sync.definition import Objects, People, SyncDefinition
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import CallMapping, MissingKeyError
 from dagster_cdp.sync.values import BadValueError, to_json_value, to_key_part
 
-MAX_CALL_BYTES = 32_000
 _MESSAGE_ID_FIELD = len(b',"messageId":""') + 36  # every messageId we send is a 36-character uuid
 
 
