@@ -27,8 +27,8 @@ def prepare(url: str, rows: int) -> None:
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS cdp_bench")  # the benchmark's search_path
-        connection.exec_driver_sql("DROP TABLE IF EXISTS cdp_state")
-        connection.exec_driver_sql("DROP TABLE IF EXISTS cdp_syncs")
+        for state_table in ("cdp_state", "cdp_acks", "cdp_syncs"):
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {state_table}")
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {TABLE}")
         connection.execute(sa.text(f"""
             CREATE TABLE {TABLE} AS
@@ -61,7 +61,8 @@ def sync(url: str, base_url: str, api_key: str, partitions: int, partition: int 
         report = run_sync(definition, warehouse=url, client=client)
     print(json.dumps({"source_rows": report.source_rows, "inserted": report.inserted, "updated": report.updated,
                       "deleted": report.deleted, "unchanged": report.unchanged, "rejected": len(report.rejected),
-                      "requests": report.requests, "bytes": report.bytes,                       "seconds": round(report.duration_seconds, 3)}))
+                      "requests": report.requests, "bytes": report.bytes,
+                      "seconds": round(report.duration_seconds, 3)}))
     return 0 if not report.rejected else 1
 
 

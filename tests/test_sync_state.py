@@ -22,10 +22,15 @@ def test_state_round_trips_long_unicode_keys_and_replaces_per_key(warehouse: War
     store.record("s", [KeyState("a" * 32, long_key, "1" * 32, '{"type":"track"}', 1, 0, None, None),
                        KeyState("b" * 32, "b", None, None, 0, 1, "2" * 32, "bad value")])
     store.record("other", [KeyState("a" * 32, "same hash, other sync", "3" * 32, None, 1, 0, None, None)])
+    assert store.settle("s") == 2 and not list(store.iter_rows("other", chunk_rows=1))
     store.record("s", [KeyState("b" * 32, "b", "2" * 32, None, 1, 0, None, None)])
+    store.record("s", [KeyState("b" * 32, "b", "4" * 32, None, 2, 0, None, None)])  # the latest append wins
+    assert store.settle("s") == 2 and store.settle("s") == 0
     rows = sorted(tuple(r) for r in store.iter_rows("s", chunk_rows=1))
     assert rows == [("a" * 32, long_key, "1" * 32, '{"type":"track"}', 1, 0, None, None),
-                    ("b" * 32, "b", "2" * 32, None, 1, 0, None, None)]
+                    ("b" * 32, "b", "4" * 32, None, 2, 0, None, None)]
+    assert store.settle("other") == 1
+    assert [row[1] for row in store.iter_rows("other", chunk_rows=1)] == ["same hash, other sync"]
     store.save_fingerprint("s", "f" * 32, {"mapping": {"kind": "People"}})
     store.save_fingerprint("s", "e" * 32, {"mapping": {"kind": "Objects"}})
     assert store.fingerprint("s") == ("e" * 32, {"mapping": {"kind": "Objects"}})
@@ -71,3 +76,37 @@ def test_rejected_deletion_keeps_state_is_retried_then_skipped(warehouse: Wareho
         assert (skipped.key, skipped.operation) == ("1:o0", "delete")
         assert "deletion rejected 2 times, not retried" in skipped.reason and "objectTypeId" in skipped.reason
         assert emulator.stats()["requests"] == requests  # attempts used up: not sent again
+
+
+class KilledBeforeSettling(StateStore):
+    """A run killed after its last request was acknowledged and recorded, before it folded the acknowledgements."""
+
+    def settle(self, sync: str) -> int:
+        if self.acks_pending(sync):
+            raise KeyboardInterrupt("killed")
+        return super().settle(sync)
+
+    def acks_pending(self, sync: str) -> bool:
+        if not sa.inspect(self.engine).has_table(self.acks.name):
+            return False
+        with self.engine.connect() as connection:
+            return bool(connection.execute(sa.select(sa.func.count()).select_from(self.acks)
+                                           .where(self.acks.c.sync == sync)).scalar_one())
+
+
+def test_a_run_killed_before_settling_is_folded_in_by_the_next_and_nothing_is_resent(
+        warehouse: Warehouse, emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    warehouse.create("things", {"id": sa.String(10), "name": sa.String(20)},
+                     [{"id": f"o{i}", "name": f"Object {i}"} for i in range(50)])
+    sync = SyncDefinition(name="things", table="things", mapping=Objects(id_column="id"))
+    with PipelinesClient("test-key", base_url=emulator.url) as client:
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(sync, warehouse=warehouse.engine, client=client, state=KilledBeforeSettling(warehouse.engine))
+        assert len(emulator.snapshot()["objects"]["1"]) == 50
+        requests = emulator.stats()["requests"]
+        with caplog.at_level(logging.INFO):
+            report = run_sync(sync, warehouse=warehouse.engine, client=client)
+    assert (report.inserted, report.unchanged) == (0, 50)
+    assert emulator.stats()["requests"] == requests
+    assert "a previous run stopped before settling its state; folded its 50 acknowledgements" in caplog.text
+    assert len(list(StateStore(warehouse.engine).iter_rows("things", chunk_rows=100))) == 50

@@ -20,6 +20,7 @@ from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, canonical_json, hash_hex, json_text
+from dagster_cdp.sync.memory import bounded_duckdb
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import HASH_METHOD, plan_pushdown
 from dagster_cdp.sync.report import RowRejection, SyncReport
@@ -63,7 +64,10 @@ def run_sync(
     force: bool = False,
     log: logging.Logger | None = None,
 ) -> SyncReport:
-    """Sync one definition; with dry_run, report what would be sent without sending or writing anything."""
+    """Sync one definition; with dry_run, report what would be sent without sending or writing anything.
+
+    (A dry run does fold the acknowledgements of a killed run into the state table: that changes no key's state.)
+    """
     started = time.monotonic()
     log = log or _log
     if client is None and not dry_run:
@@ -75,9 +79,10 @@ def run_sync(
         definition = dataclasses.replace(definition, name=partition_name(
             definition.name, definition.partition, definition.partitions))  # its own state, messageIds, report
     engine = as_engine(warehouse)
+    store = state or StateStore(engine)
     try:
-        return _run(definition, engine, client, state or StateStore(engine), dry_run, full_resync, force, log,
-                    started)
+        with bounded_duckdb(engine), bounded_duckdb(store.engine):
+            return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
     finally:
         if isinstance(warehouse, str):
             engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
@@ -96,6 +101,8 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             " (Rows of this send-once sync that were already sent are not sent again.)"
             if definition.send_once else ""))
     report = SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync)
+    if stored is not None:
+        _settle(definition, store, log, after_crash=True)  # a killed run's acknowledgements, before the diff
 
     with WorkFile() as work:
         log.debug("sync %r: reading the source", definition.name)
@@ -132,6 +139,7 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             if stored is None:
                 store.save_fingerprint(definition.name, fingerprint, fields)
             unsettled = _deliver(definition, client, store, work, report, log)
+            _settle(definition, store, log)
             if definition.cursor_column:
                 new_mark = next_mark(mark, definition.cursor_column, cursor_kind, *work.cursor_bounds(unsettled))
                 if new_mark is not None and new_mark != mark:
@@ -142,6 +150,16 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
     report.duration_seconds = time.monotonic() - started
     log.info(report.summary())
     return report
+
+
+def _settle(definition: SyncDefinition, store: StateStore, log: logging.Logger, after_crash: bool = False) -> None:
+    log.debug("sync %r: settling state", definition.name)
+    settled = store.settle(definition.name)
+    if settled and after_crash:
+        log.info("sync %r: a previous run stopped before settling its state; folded its %d acknowledgements "
+                 "into the state table", definition.name, settled)
+    elif settled:
+        log.debug("sync %r: folded %d acknowledgements into the state table", definition.name, settled)
 
 
 def _since(definition: SyncDefinition, mark: CursorMark | None) -> sa.BindParameter | None:

@@ -36,13 +36,11 @@ _STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "a
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between warehouses: text casts, the JSON array of a row, key types, session settings."""
+    """What differs between warehouses: text casts, the JSON array of a row, key types."""
 
     name: str
     text_type: str
     json_array: str  # function building a JSON array of values, NULL and '' kept distinct
-    settings: tuple[str, ...] = ()  # run on the warehouse connection before the diff
-    reset: tuple[str, ...] = ()  # and after it
 
     def key_types(self, connection: sa.Connection, source_sql: str, columns: Sequence[str]) -> dict[str, str]:
         """The SQL type of each of `columns` in the source, upper-case."""
@@ -68,9 +66,7 @@ class Dialect:
 _PG_TYPES = {20: "BIGINT", 21: "SMALLINT", 23: "INTEGER", 25: "TEXT", 1043: "CHARACTER VARYING"}
 
 DIALECTS = {
-    "duckdb": Dialect("duckdb", "VARCHAR", "json_array",
-                      settings=("SET memory_limit = '512MB'", "SET preserve_insertion_order = false"),
-                      reset=("RESET memory_limit", "RESET preserve_insertion_order")),
+    "duckdb": Dialect("duckdb", "VARCHAR", "json_array"),  # run_sync bounds its memory (sync/memory.py)
     "postgresql": Dialect("postgresql", "TEXT", "json_build_array"),
 }
 
@@ -138,15 +134,9 @@ class Pushdown:
         """
         head = 3 + len(_STATE_FIELDS) + 1  # diffed columns and cdp_row_key come before the source's own
         with engine.connect() as connection:
-            for statement in self.dialect.settings:
-                connection.exec_driver_sql(statement)
-            try:
-                result = _execute(connection.execution_options(stream_results=True), sql)
-                columns = list(result.keys())[head:]
-                yield self._rows(result, head, RowMapper(d, columns))
-            finally:
-                for statement in self.dialect.reset:
-                    connection.exec_driver_sql(statement)
+            result = _execute(connection.execution_options(stream_results=True), sql)
+            columns = list(result.keys())[head:]
+            yield self._rows(result, head, RowMapper(d, columns))
 
     def _rows(self, result: sa.CursorResult, head: int, mapper: RowMapper) -> Iterator[DiffedRow]:
         state_width = len(_STATE_FIELDS)

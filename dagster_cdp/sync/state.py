@@ -1,12 +1,19 @@
-"""Durable per-key sync state, kept in two plain tables (by default in the warehouse itself).
+"""Durable per-key sync state, kept in plain tables (by default in the warehouse itself).
 
 For each key it holds the payload hash the API last *accepted*, the call that would delete it, and for
 rejected rows the attempt count and last error. It is only ever advanced from acknowledgements.
+
+Each delivered request's acknowledgements are appended to `{prefix}acks` in their own transaction (cheap
+and constant-time, whatever the size of the state), and `settle` folds them into `{prefix}state` with
+set-based SQL once per run. Per-request upserts into a keyed 10M-row table were superlinear on DuckDB,
+whose primary-key index also lives in memory, so there the state table has no primary key: `settle` is
+its only writer besides `forget`, and it keeps one row per key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +25,7 @@ from dagster_cdp.sync.cursor import CursorMark
 from dagster_cdp.sync.source import as_engine
 
 _IN_CHUNK = 500
+_UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
 _COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
 
 
@@ -48,19 +56,10 @@ class StateStore:
             sa.Column("definition", sa.Text, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
-        self.state = sa.Table(
-            f"{table_prefix}state", metadata,
-            sa.Column("sync", sa.String(200), primary_key=True),
-            sa.Column("key_hash", sa.String(32), primary_key=True),
-            sa.Column("key", sa.Text, nullable=False),
-            sa.Column("payload_hash", sa.String(32), nullable=True),
-            sa.Column("delete_call", sa.Text, nullable=True),
-            sa.Column("version", sa.Integer, nullable=False),
-            sa.Column("attempts", sa.Integer, nullable=False),
-            sa.Column("failed_hash", sa.String(32), nullable=True),
-            sa.Column("last_error", sa.Text, nullable=True),
-            sa.Column("updated_at", sa.DateTime, nullable=False),
-        )
+        keyed = self.engine.dialect.name not in _UNKEYED
+        self.state = sa.Table(f"{table_prefix}state", metadata, *_state_columns(primary_key=keyed))
+        self.acks = sa.Table(f"{table_prefix}acks", metadata, *_state_columns(primary_key=False),
+                             sa.Column("seq", sa.BigInteger, nullable=False))
         self.cursors = sa.Table(
             f"{table_prefix}cursors", metadata,
             sa.Column("sync", sa.String(200), primary_key=True),
@@ -70,6 +69,7 @@ class StateStore:
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
         self._metadata = metadata
+        self._seq = 0
 
     def __repr__(self) -> str:
         return f"StateStore({self.engine.url.render_as_string(hide_password=True)!r}, table={self.state.fullname!r})"
@@ -98,7 +98,7 @@ class StateStore:
                 sync=sync, fingerprint=fingerprint, definition=orjson.dumps(fields).decode(), updated_at=_now()))
 
     def iter_rows(self, sync: str, chunk_rows: int) -> Iterator[Sequence[Any]]:
-        """Streams the KeyState fields, in that order, of every key of a sync."""
+        """Streams the KeyState fields, in that order, of every key of a sync, as of its last `settle`."""
         if not self.exists():
             return
         c = self.state.c
@@ -110,40 +110,62 @@ class StateStore:
                 yield from partition
 
     def record(self, sync: str, keys: list[KeyState]) -> None:
-        """Replaces the state of these keys in one transaction (one delivered request's acknowledgements)."""
+        """Appends these keys' new state in one transaction (one delivered request's acknowledgements).
+
+        It counts from then on, but `iter_rows` and the in-warehouse diff see it only after `settle`.
+        """
         if not keys:
             return
         now = _now()
-        c = self.state.c
+        self._seq = max(self._seq + 1, time.time_ns())  # orders appends, so the latest of a key wins
         if self.engine.dialect.name in _COLUMN_PARAMETERS:
-            self._record_as_columns(sync, keys, now)
+            self._append_as_columns(sync, keys, now)
             return
         with self.engine.begin() as connection:
-            for part in _chunks([k.key_hash for k in keys]):
-                connection.execute(sa.delete(self.state).where(c.sync == sync, c.key_hash.in_(part)))
-            connection.execute(sa.insert(self.state), [
+            connection.execute(sa.insert(self.acks), [
                 dict(sync=sync, key_hash=k.key_hash, key=k.key, payload_hash=k.payload_hash,
                      delete_call=k.delete_call, version=k.version, attempts=k.attempts, failed_hash=k.failed_hash,
-                     last_error=k.last_error[:2000] if k.last_error else None, updated_at=now)
+                     last_error=k.last_error[:2000] if k.last_error else None, updated_at=now, seq=self._seq)
                 for k in keys
             ])
 
-    def _record_as_columns(self, sync: str, keys: list[KeyState], now: dt.datetime) -> None:
-        """`record` as one upsert taking whole columns as arrays: row-by-row executemany was most of a first
-        sync's time (duckdb-engine ~0.15 ms a row), and a `DELETE ... IN` scans a DuckDB table per request."""
+    def _append_as_columns(self, sync: str, keys: list[KeyState], now: dt.datetime) -> None:
+        """`record` as one INSERT taking whole columns as arrays: row-by-row executemany was most of a first
+        sync's time (duckdb-engine ~0.15 ms a row)."""
         placeholder, text = _COLUMN_PARAMETERS[self.engine.dialect.name]
-        table = self.engine.dialect.identifier_preparer.format_table(self.state)
+        table = self.engine.dialect.identifier_preparer.format_table(self.acks)
         columns = {"key_hash": text, "key": text, "payload_hash": text, "delete_call": text,
                    "version": "INTEGER", "attempts": "INTEGER", "failed_hash": text, "last_error": text}
         values = [[getattr(k, name) for k in keys] for name in columns]
         values[-1] = [error[:2000] if error else None for error in values[-1]]
         unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
-        updated = ", ".join(f"{name} = excluded.{name}" for name in [*list(columns)[1:], "updated_at"])
         with self.engine.begin() as connection:
             connection.exec_driver_sql(
-                f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at) "
-                f"SELECT {placeholder}, {unnested}, {placeholder} "
-                f"ON CONFLICT (sync, key_hash) DO UPDATE SET {updated}", (sync, *values, now))
+                f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at, seq) "
+                f"SELECT {placeholder}, {unnested}, {placeholder}, {placeholder}", (sync, *values, now, self._seq))
+
+    def settle(self, sync: str) -> int:
+        """Folds a sync's appended acknowledgements into the state table in one transaction; returns how many.
+
+        Runs at the end of every sync, and at the start of the next one in case a run was killed before.
+        """
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(self.acks.name, schema=self.acks.schema):
+            return 0
+        a, s = self.acks.c, self.state.c
+        fields = [c.name for c in self.state.columns]
+        newest = sa.func.row_number().over(partition_by=a.key_hash, order_by=a.seq.desc())
+        ranked = sa.select(*[a[f] for f in fields], newest.label("cdp_newest")).where(a.sync == sync).subquery()
+        with self.engine.begin() as connection:
+            pending = connection.execute(
+                sa.select(sa.func.count()).select_from(self.acks).where(a.sync == sync)).scalar_one()
+            if pending:
+                connection.execute(sa.delete(self.state).where(
+                    s.sync == sync, s.key_hash.in_(sa.select(a.key_hash).where(a.sync == sync))))
+                connection.execute(sa.insert(self.state).from_select(
+                    fields, sa.select(*[ranked.c[f] for f in fields]).where(ranked.c.cdp_newest == 1)))
+                connection.execute(sa.delete(self.acks).where(a.sync == sync))
+        return int(pending)
 
     def cursor_mark(self, sync: str) -> CursorMark | None:
         """The high-water mark of an incremental send-once sync, or None before its first completed run."""
@@ -166,6 +188,21 @@ class StateStore:
             for part in _chunks(list(key_hashes)):
                 connection.execute(sa.delete(self.state).where(self.state.c.sync == sync,
                                                                self.state.c.key_hash.in_(part)))
+
+
+def _state_columns(*, primary_key: bool) -> list[sa.Column]:
+    return [
+        sa.Column("sync", sa.String(200), primary_key=primary_key, nullable=False),
+        sa.Column("key_hash", sa.String(32), primary_key=primary_key, nullable=False),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("payload_hash", sa.String(32), nullable=True),
+        sa.Column("delete_call", sa.Text, nullable=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("failed_hash", sa.String(32), nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    ]
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
