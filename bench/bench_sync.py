@@ -1,12 +1,13 @@
 """Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a people table, warehouse to emulator.
 
     python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
+                               [--mariadb 100000] [--sqlite 100000]
 
 For each database and size: `bench/sync_once.py prepare` generates table `people` (user_id + 5 traits)
 inside the database with SQL, then three syncs run, each as its own process timed whole with its own
 peak RSS: the first sync (every row sent), a no-op re-sync (nothing sent) and, after 1% of the rows
 changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB and PostgreSQL
-use the in-warehouse diff. All calls go to one `dagster-cdp emulator --count-only` process, whose
+use the in-warehouse diff; MariaDB and SQLite, the generic diff in a DuckDB work file. All calls go to one `dagster-cdp emulator --count-only` process, whose
 counters are reset before and checked after every run. Prints a table and writes
 bench/results/sync.json and bench/results/sync.png.
 """
@@ -27,6 +28,8 @@ from common import EmulatorProcess, run_timed
 BENCH_DIR = Path(__file__).resolve().parent
 API_KEY = "bench-key"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dcdp_bench"
+MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
+STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v"}
 RUNS = ("first", "no-op", "1% changed")
 MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5}
 
@@ -91,7 +94,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (seconds_axis, rss_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for database, style in (("duckdb", "-o"), ("postgresql", "--s")):
+    for database, style in STYLES.items():
         for run in RUNS:
             points = sorted((r["rows"], r) for r in results if r["database"] == database and r["run"] == run)
             if points:
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duckdb", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000], help="table sizes")
     parser.add_argument("--postgres", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
+    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
+    parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -133,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             path.unlink(missing_ok=True)
         for rows in args.postgres:
             results += bench(emulator, "postgresql", POSTGRES, rows)
+        for rows in args.mariadb:
+            results += bench(emulator, "mariadb", MARIADB, rows)
+        for rows in args.sqlite:
+            path = args.workdir / f"people-{rows}.sqlite"
+            path.unlink(missing_ok=True)
+            results += bench(emulator, "sqlite", f"sqlite:///{path}", rows)
+            path.unlink(missing_ok=True)
     found = marks(results)
     report = {"command": "python bench/bench_sync.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from dagster_cdp.emulator import Emulator
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_dir_inside_pytests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Work files go under pytest's own temp dir: a sync the tests SIGKILL leaves its work file behind,
+    as it would for a user, and children inherit TMPDIR."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
+    tempfile.tempdir = None  # gettempdir() caches its answer
+    yield
+    if before is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")
