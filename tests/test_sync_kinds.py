@@ -277,3 +277,26 @@ def test_the_mark_never_passes_an_unacknowledged_row() -> None:
     assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=90).value == 90
     assert next_mark(old, "occurred_at", "timestamp", read_max=None, unsettled_min=None) == old  # nothing read
     assert next_mark(old, "occurred_at", "timestamp", read_max=50, unsettled_min=None) == old  # never backwards
+
+
+def test_an_event_the_api_rejects_holds_the_mark_until_it_is_fixed(warehouse: Warehouse, emulator: Emulator,
+                                                                   client) -> None:
+    """Without a lookback, a mark past the rejected row would never read it again; the mark stops at it."""
+    columns = {"event_id": sa.Integer, "anon_id": sa.String(20), "event": sa.String(50), "occurred_at": sa.DateTime,
+               "objectId": sa.String(20), "objectTypeId": sa.String(5)}
+    rows = [{"event_id": i, "anon_id": f"a{i}", "event": "Object Deleted", "occurred_at": T0 + dt.timedelta(hours=i),
+             "objectId": f"o{i}", "objectTypeId": "x" if i == 3 else "1"} for i in range(1, 6)]
+    table = warehouse.create("deletions", columns, rows)  # the emulator refuses objectTypeId "x"; our checks pass it
+    sync = SyncDefinition(name="deletions", table="deletions", cursor_column="occurred_at",
+                          mapping=Events(id_column="event_id", event_column="event", anonymous_id_column="anon_id",
+                                         timestamp_column="occurred_at", properties=["objectId", "objectTypeId"]))
+    report = run_sync(sync, warehouse=warehouse.engine, client=client)
+    assert report.inserted == 4 and [(r.key, r.operation) for r in report.rejected] == [("3", "insert")]
+    assert "objectTypeId must be a string of digits" in report.rejected[0].reason
+
+    with warehouse.engine.begin() as connection:
+        connection.execute(sa.update(table).where(table.c.event_id == 3).values(objectTypeId="1"))
+    report = run_sync(sync, warehouse=warehouse.engine, client=client)
+    assert (report.inserted, report.unchanged, report.rejected) == (1, 2, [])  # read from event 3 on, sent once
+    stats = emulator.stats()
+    assert (stats["calls_applied"], stats["repeats"]) == (5, 0)  # each event applied once
