@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -229,3 +233,44 @@ def test_the_check_alone_sends_nothing_and_the_sync_runs_without_its_check(emula
     without_check = dg.AssetSelection.assets(asset).without_checks()
     result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), selection=without_check)
     assert _metadata(result)["inserted"] == 20 and result.get_asset_check_evaluations() == []
+
+
+def test_a_pool_limit_of_one_keeps_two_runs_of_a_sync_from_overlapping(emulator: Emulator, warehouse_url: str,
+                                                                        tmp_path: Path) -> None:
+    """Two processes run one sync at once on an instance whose pools hold 1: the second waits for the slot."""
+    (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    emulator.set_faults(FaultConfig(delay_rate=1.0, delay_seconds=0.5))  # a run holds its slot for a while
+    dg.DagsterInstance.from_config(str(tmp_path)).dispose()  # create its storage, or both children would
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    children = [subprocess.Popen([sys.executable, "-c", POOL_CHILD, emulator.url, warehouse_url], env=env,
+                                 cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outputs = [child.communicate(timeout=120)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0], "a run of the sync failed (see its log above)"
+    runs = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        spans = sorted((_step_time(instance, run["run_id"], dg.DagsterEventType.STEP_START),
+                        _step_time(instance, run["run_id"], dg.DagsterEventType.STEP_SUCCESS)) for run in runs)
+    assert spans[0][1] <= spans[1][0], f"the two runs of the sync overlapped: {spans}"
+    assert sorted(run["inserted"] for run in runs) == [0, 20]
+    assert emulator.stats()["repeats"] == 0
+
+
+POOL_CHILD = """
+import json, sys
+import dagster as dg
+from tests.test_dagster_assets import PEOPLE, _metadata, _resources
+from dagster_cdp import build_sync_asset
+
+class At:
+    url = sys.argv[1]
+
+with dg.DagsterInstance.get() as instance:
+    result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(At, sys.argv[2]), instance=instance)
+print(json.dumps({"run_id": result.run_id, "inserted": _metadata(result)["inserted"]}))
+"""
+
+
+def _step_time(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> float:
+    [record] = instance.get_records_for_run(run_id, of_type=event_type).records
+    return record.event_log_entry.timestamp
