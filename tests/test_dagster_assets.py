@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from dagster_cdp import (
     CustomerIOResource,
@@ -23,24 +22,16 @@ from dagster_cdp import (
 )
 from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.sync import People, SyncDefinition
+from tests.warehouses import execute, sqlite_warehouse
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id"))
 
 
 @pytest.fixture
 def warehouse_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    _execute(url, "create table people (user_id integer, email text, plan text)")
-    _execute(url, "insert into people values " + ", ".join(f"({i}, 'p{i}@example.com', 'free')" for i in range(1, 21)))
-    return url
-
-
-def _execute(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
-    engine.dispose()
+    return sqlite_warehouse(tmp_path, "create table people (user_id integer, email text, plan text)",
+                            "insert into people values " + ", ".join(f"({i}, 'p{i}@example.com', 'free')"
+                                                                     for i in range(1, 21)))
 
 
 def _resources(emulator: Emulator, warehouse_url: str, api_key: str = "test-key") -> dict:
@@ -73,7 +64,7 @@ def test_materialize_reports_what_was_sent_and_a_rerun_sends_nothing(emulator: E
     [check] = first.get_asset_check_evaluations()
     assert check.passed
 
-    _execute(warehouse_url, "update people set plan = 'pro' where user_id = 3", "delete from people where user_id = 4")
+    execute(warehouse_url, "update people set plan = 'pro' where user_id = 3", "delete from people where user_id = 4")
     second = _metadata(dg.materialize([asset], resources=_resources(emulator, warehouse_url)))
     assert (second["inserted"], second["updated"], second["deleted"], second["unchanged"]) == (0, 1, 1, 18)
     assert emulator.snapshot()["people"]["3"]["traits"]["plan"] == "pro"
@@ -85,7 +76,7 @@ def test_materialize_reports_what_was_sent_and_a_rerun_sends_nothing(emulator: E
 
 
 def test_rejections_are_listed_and_fail_the_check_above_its_threshold(emulator: Emulator, warehouse_url: str) -> None:
-    _execute(warehouse_url, "insert into people values (5, 'twin@example.com', 'free')")  # user 5 twice
+    execute(warehouse_url, "insert into people values (5, 'twin@example.com', 'free')")  # user 5 twice
     result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
     metadata = _metadata(result)
     assert metadata["rejected"] >= 1 and metadata["inserted"] == 19
@@ -141,7 +132,7 @@ def test_mapping_change_fails_with_the_run_config_that_resends(emulator: Emulato
 def test_deletion_guard_fails_with_the_run_config_that_forces(emulator: Emulator, warehouse_url: str) -> None:
     asset = build_sync_asset(PEOPLE)
     dg.materialize([asset], resources=_resources(emulator, warehouse_url))
-    _execute(warehouse_url, "delete from people where user_id > 5")
+    execute(warehouse_url, "delete from people where user_id > 5")
     result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), raise_on_error=False)
     assert not result.success and "force: true" in _failure_text(result)
     assert len(emulator.snapshot()["people"]) == 20
@@ -180,7 +171,7 @@ def test_spec_has_kinds_group_deps_and_a_pool_per_sync() -> None:
 
 
 def test_sync_job_runs_each_sync_as_an_op(emulator: Emulator, warehouse_url: str) -> None:
-    _execute(warehouse_url, "create table accounts (account_id text, name text)", "insert into accounts values ('a1', 'Acme')")
+    execute(warehouse_url, "create table accounts (account_id text, name text)", "insert into accounts values ('a1', 'Acme')")
     from dagster_cdp.sync import Objects
 
     accounts = SyncDefinition(name="accounts", table="accounts", mapping=Objects(id_column="account_id"))

@@ -10,12 +10,12 @@ from typing import ClassVar
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 from tests.components import load_defs_yaml as _load
 from tests.components import load_error as _load_error
 
 from dagster_cdp import CustomerIOResource, CustomerIOSyncComponent, WarehouseResource
 from dagster_cdp.emulator import Emulator
+from tests.warehouses import sqlite_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,17 +46,15 @@ attributes:
 
 @pytest.fixture
 def warehouse_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("create table people (user_id integer, email text)")
-        connection.exec_driver_sql("insert into people values (1, 'ada@example.com'), (2, 'alan@example.com')")
-        connection.exec_driver_sql("create table accounts (account_id text, name text)")
-        connection.exec_driver_sql("insert into accounts values ('acme', 'Acme')")
-        connection.exec_driver_sql("create table memberships (user_id integer, account_id text, role text)")
-        connection.exec_driver_sql("insert into memberships values (1, 'acme', 'admin')")
-    engine.dispose()
-    return url
+    return sqlite_warehouse(
+        tmp_path,
+        "create table people (user_id integer, email text)",
+        "insert into people values (1, 'ada@example.com'), (2, 'alan@example.com')",
+        "create table accounts (account_id text, name text)",
+        "insert into accounts values ('acme', 'Acme')",
+        "create table memberships (user_id integer, account_id text, role text)",
+        "insert into memberships values (1, 'acme', 'admin')",
+    )
 
 
 def test_component_from_yaml_builds_and_runs_sync_assets(emulator: Emulator, warehouse_url: str) -> None:

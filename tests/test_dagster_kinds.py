@@ -7,13 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 from tests.components import load_defs_yaml as _load
 from tests.components import load_error as _load_error
 
 from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset, build_sync_job
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import Events, Suppressions, SyncDefinition
+from tests.warehouses import sqlite_warehouse
 
 DEFS_YAML = """\
 type: dagster_cdp.CustomerIOSyncComponent
@@ -41,29 +41,24 @@ attributes:
 
 @pytest.fixture
 def warehouse_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        for sql in (
-            "create table devices (user_id text, token text, platform text, app_version text)",
-            "insert into devices values ('1', 'tok-1', 'ios', '3.2')",
-            "create table suppressions (user_id text)",
-            "insert into suppressions values ('9')",
-            "create table events (event_id integer, user_id text, event text, occurred_at timestamp, total integer)",
-            "insert into events values (1, '1', 'Order Placed', '2024-03-01 12:00:00.000000', 30),"
-            " (2, '2', 'Order Placed', '2024-03-01 12:05:00.000000', 40)",
-            "create table page_views (view_id text, visitor text, page text)",
-            "insert into page_views values ('v1', 'anon-1', 'Pricing')",
-            "create table screen_views (view_id text, user_id text, screen text)",
-            "insert into screen_views values ('s1', '1', 'Cart')",
-            "create table aliases (previous_id text, user_id text)",
-            "insert into aliases values ('anon-1', '1')",
-            "create table deliveries (report_id integer, delivery_id text, metric text, recipient text)",
-            "insert into deliveries values (1, 'dlv-1', 'opened', 'ada@example.com')",
-        ):
-            connection.exec_driver_sql(sql)
-    engine.dispose()
-    return url
+    return sqlite_warehouse(
+        tmp_path,
+        "create table devices (user_id text, token text, platform text, app_version text)",
+        "insert into devices values ('1', 'tok-1', 'ios', '3.2')",
+        "create table suppressions (user_id text)",
+        "insert into suppressions values ('9')",
+        "create table events (event_id integer, user_id text, event text, occurred_at timestamp, total integer)",
+        "insert into events values (1, '1', 'Order Placed', '2024-03-01 12:00:00.000000', 30),"
+        " (2, '2', 'Order Placed', '2024-03-01 12:05:00.000000', 40)",
+        "create table page_views (view_id text, visitor text, page text)",
+        "insert into page_views values ('v1', 'anon-1', 'Pricing')",
+        "create table screen_views (view_id text, user_id text, screen text)",
+        "insert into screen_views values ('s1', '1', 'Cart')",
+        "create table aliases (previous_id text, user_id text)",
+        "insert into aliases values ('anon-1', '1')",
+        "create table deliveries (report_id integer, delivery_id text, metric text, recipient text)",
+        "insert into deliveries values (1, 'dlv-1', 'opened', 'ada@example.com')",
+    )
 
 
 def _resources(emulator: Emulator, warehouse_url: str) -> dict[str, dg.ConfigurableResource]:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.errors import CdpError
 from dagster_cdp.sync import People, SyncDefinition, run_sync
+from tests.warehouses import sqlite_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"basic": "cdp-secret-7f3a9c41e2d8", "bearer": "sk_us_cdpsecret7f3a9c41e2d8"}
@@ -65,14 +65,8 @@ def base_url(request: pytest.FixtureRequest, emulator: Emulator, refusing_emulat
 
 @pytest.fixture
 def warehouse_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("create table people (id integer, email text)")
-        connection.exec_driver_sql("insert into people values " + ", ".join(f"({i}, 'p{i}@example.com')"
-                                                                            for i in range(1, 31)))
-    engine.dispose()
-    return url
+    return sqlite_warehouse(tmp_path, "create table people (id integer, email text)",
+                            "insert into people values " + ", ".join(f"({i}, 'p{i}@example.com')" for i in range(1, 31)))
 
 
 def exception_text(error: BaseException) -> str:

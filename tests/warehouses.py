@@ -57,6 +57,24 @@ class Warehouse:
         self.engine.dispose()
 
 
+def execute(url: str, *statements: str) -> None:
+    """Runs SQL statements in one transaction on the database at `url` (setting up or editing a source)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def sqlite_warehouse(tmp_path: Path, *statements: str) -> str:
+    """The URL of a new SQLite file in `tmp_path` set up by `statements`: the small warehouse of the Dagster tests."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    execute(url, *statements)
+    return url
+
+
 @pytest.fixture(params=KINDS)
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
     kind = request.param
