@@ -7,11 +7,16 @@ syncs have run, so a test can check exact convergence after faults, crashes or r
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
+from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.sync import Objects, People, Relationships, SyncDefinition, SyncReport, run_sync
 from tests.warehouses import Warehouse
 
@@ -129,3 +134,20 @@ def sync_all(warehouse: Warehouse | str | sa.Engine, client: PipelinesClient, **
     """Runs the three syncs in order once; deletions are forced since the tests delete at random on purpose."""
     engine = warehouse.engine if isinstance(warehouse, Warehouse) else warehouse
     return [run_sync(definition, warehouse=engine, client=client, force=True, **options) for definition in SYNCS]
+
+
+def kill_after_requests(warehouse: Warehouse, emulator: Emulator, child: str, requests: int) -> None:
+    """Runs the Python code `child` (argv: warehouse URL, API URL) in a process against a slow API, and SIGKILLs
+    it once the API has answered `requests` more requests, while more are in flight."""
+    warehouse.release()  # DuckDB: one process may hold the file
+    emulator.set_faults(FaultConfig(delay_rate=1.0, delay_seconds=0.2))
+    before = emulator.stats()["requests"]
+    process = subprocess.Popen([sys.executable, "-c", child, warehouse.url, emulator.url])
+    try:
+        while process.poll() is None and emulator.stats()["requests"] < before + requests:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the sync finished before it could be killed"
+    emulator.set_faults(FaultConfig())

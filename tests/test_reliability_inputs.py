@@ -41,13 +41,6 @@ SYNC = SyncDefinition(name="people", table="people", mapping=People(id_column="i
 EXPECTED = {str(r["id"]): {"traits": {"plan": r["plan"]}, "active": False} for r in ROWS}
 
 
-def accepted(warehouse: Warehouse) -> set[str]:
-    """Keys the state records as accepted by the API."""
-    store = StateStore(warehouse.engine)
-    store.settle(SYNC.name)  # as the next run would
-    return {row[1] for row in store.iter_rows(SYNC.name, chunk_rows=1000) if row[2] is not None}
-
-
 def test_wrong_key_fails_the_sync_records_nothing_and_the_right_key_converges(warehouse: Warehouse) -> None:
     warehouse.create("people", COLUMNS, ROWS)
     with Emulator(api_keys={"right-key"}) as emulator:
@@ -56,7 +49,7 @@ def test_wrong_key_fails_the_sync_records_nothing_and_the_right_key_converges(wa
                 run_sync(SYNC, warehouse=warehouse.engine, client=client)
         assert "wrong-key" not in str(raised.value)
         assert emulator.stats()["requests"] == 1  # a refused key is not retried
-        assert accepted(warehouse) == set()
+        assert warehouse.accepted_keys(SYNC.name) == set()
         with PipelinesClient("right-key", base_url=emulator.url) as client:
             assert run_sync(SYNC, warehouse=warehouse.engine, client=client).inserted == len(ROWS)
         assert emulator.snapshot()["people"] == EXPECTED
@@ -68,7 +61,7 @@ def test_unreachable_host_fails_the_sync_and_the_next_run_sends_everything(wareh
     with PipelinesClient("test-key", base_url="http://127.0.0.1:9", max_attempts=2, max_retry_seconds=2) as client:
         with pytest.raises(DeliveryError, match=r"127\.0\.0\.1:9/v1/batch failed 2 times.*ConnectError.*reachable"):
             run_sync(SYNC, warehouse=warehouse.engine, client=client)
-    assert accepted(warehouse) == set()
+    assert warehouse.accepted_keys(SYNC.name) == set()
     with PipelinesClient("test-key", base_url=emulator.url) as client:
         assert run_sync(SYNC, warehouse=warehouse.engine, client=client).inserted == len(ROWS)
     assert emulator.snapshot()["people"] == EXPECTED
@@ -82,7 +75,7 @@ def test_slow_host_times_out_and_the_resend_is_recognised_by_message_id(warehous
                          max_retry_seconds=5) as client:
         with pytest.raises(DeliveryError, match=r"failed 2 times.*ReadTimeout"):
             run_sync(SYNC, warehouse=warehouse.engine, client=client)
-    assert accepted(warehouse) == set()  # applied, but never acknowledged: not recorded
+    assert warehouse.accepted_keys(SYNC.name) == set()  # applied, but never acknowledged: not recorded
     emulator.set_faults(FaultConfig())
     with PipelinesClient("test-key", base_url=emulator.url) as client:
         assert run_sync(SYNC, warehouse=warehouse.engine, client=client).inserted == len(ROWS)
@@ -152,4 +145,4 @@ def test_a_column_type_the_api_cannot_carry_is_named_and_nothing_is_sent(warehou
         with pytest.raises(SourceError, match=r"Column 'trial' holds timedelta values.*convert it in the query"):
             run_sync(SYNC, warehouse=warehouse.engine, client=client)
     assert emulator.stats()["requests"] == 0
-    assert accepted(warehouse) == set()
+    assert warehouse.accepted_keys(SYNC.name) == set()

@@ -5,10 +5,6 @@ After every step the emulator must hold exactly what the source holds, and nothi
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +12,8 @@ import sqlalchemy as sa
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
-from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp.sync import People, SyncDefinition, run_sync
+from tests.reliability import kill_after_requests
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
 COLUMNS = {"id": sa.Integer, "plan": sa.String(20), "padding": sa.Text}
@@ -73,35 +70,13 @@ with PipelinesClient("test-key", base_url=api_url) as client:
 """
 
 
-def kill_sync_midway(warehouse: Warehouse, emulator: Emulator) -> None:
-    """Runs the sync in a child process and SIGKILLs it once some requests are answered and more are in flight."""
-    warehouse.release()  # DuckDB: one process may hold the file
-    emulator.set_faults(FaultConfig(delay_rate=1.0, delay_seconds=0.2))
-    before = emulator.stats()["requests"]
-    child = subprocess.Popen([sys.executable, "-c", CHILD, warehouse.url, emulator.url])
-    try:
-        while child.poll() is None and emulator.stats()["requests"] < before + 6:
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
-    assert child.returncode == -signal.SIGKILL, "the sync finished before it could be killed"
-    emulator.set_faults(FaultConfig())
-
-
-def accepted_keys(warehouse: Warehouse) -> set[str]:
-    store = StateStore(warehouse.engine)
-    store.settle("people")  # as the next run would
-    return {row[1] for row in store.iter_rows("people", chunk_rows=1000) if row[2] is not None}
-
-
 def test_killed_sync_resumes_and_resends_only_what_was_in_flight(warehouse: Warehouse, emulator: Emulator) -> None:
     source = rows(range(1, 4001))
     table = warehouse.create("people", COLUMNS, source)
 
     for step in ("first sync", "changes"):
-        kill_sync_midway(warehouse, emulator)
-        acknowledged = accepted_keys(warehouse)
+        kill_after_requests(warehouse, emulator, CHILD, requests=6)
+        acknowledged = warehouse.accepted_keys("people")
         applied = set(emulator.snapshot()["people"])
         stats = emulator.stats()
         assert step != "first sync" or 0 < len(acknowledged) < len(source), "kill landed outside the run"

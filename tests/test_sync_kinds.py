@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +30,7 @@ from dagster_cdp.sync import (
     run_sync,
 )
 from dagster_cdp.sync.cursor import CursorMark, next_mark
+from tests.reliability import kill_after_requests
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
 T0 = dt.datetime(2024, 3, 1, 12, 0)
@@ -181,17 +178,7 @@ with PipelinesClient("test-key", base_url=api_url) as client:
 def test_event_sync_killed_midway_resumes_without_gap_or_repeat(warehouse: Warehouse, emulator: Emulator) -> None:
     rows = [{**event(i, minutes=i // 500), "note": "x" * 1000} for i in range(1, 4001)]  # ~9 requests
     warehouse.create("events", {**EVENT_COLUMNS, "note": sa.Text}, rows)
-    warehouse.release()  # DuckDB: one process may hold the file
-    emulator.set_faults(FaultConfig(delay_rate=1.0, delay_seconds=0.2))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, warehouse.url, emulator.url])
-    try:
-        while child.poll() is None and emulator.stats()["requests"] < 4:
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
-    assert child.returncode == -signal.SIGKILL, "the sync finished before it could be killed"
-    emulator.set_faults(FaultConfig())
+    kill_after_requests(warehouse, emulator, CHILD, requests=4)
     assert StateStore(warehouse.engine).cursor_mark("events") is None  # no mark before a run completes
     applied = len(emulator.snapshot()["events"])
     assert 0 < applied < len(rows)

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from dagster_cdp.sync import StateStore
+
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306"
 KINDS = ("sqlite", "duckdb", "postgresql", "mariadb")
@@ -51,6 +53,13 @@ class Warehouse:
     def rows(self, table: sa.Table) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
             return [dict(r._mapping) for r in connection.execute(sa.select(table))]
+
+    def accepted_keys(self, sync: str) -> set[str]:
+        """Keys whose state in this warehouse records a call the API accepted (pending acknowledgements folded
+        in first, as the next run would)."""
+        store = StateStore(self.engine)
+        store.settle(sync)
+        return {row[1] for row in store.iter_rows(sync, chunk_rows=1000) if row[2] is not None}
 
     def release(self) -> None:
         """Closes pooled connections (DuckDB allows one writing process per file)."""
