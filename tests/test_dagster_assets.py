@@ -248,16 +248,14 @@ def test_a_pool_limit_of_one_keeps_two_runs_of_a_sync_from_overlapping(emulator:
 
 
 POOL_CHILD = """
-import json, sys
+import json, sys, types
 import dagster as dg
 from tests.test_dagster_assets import PEOPLE, _metadata, _resources
 from dagster_cdp import build_sync_asset
 
-class At:
-    url = sys.argv[1]
-
+emulator = types.SimpleNamespace(url=sys.argv[1])  # _resources needs only its URL
 with dg.DagsterInstance.get() as instance:
-    result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(At, sys.argv[2]), instance=instance)
+    result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, sys.argv[2]), instance=instance)
 print(json.dumps({"run_id": result.run_id, "inserted": _metadata(result)["inserted"]}))
 """
 
