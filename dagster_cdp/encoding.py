@@ -1,13 +1,17 @@
-"""JSON encoding of API calls: datetimes as ISO-8601 UTC, Decimal as a number, and no silent NaN.
+"""JSON encoding of API calls: datetimes as ISO-8601 UTC, decimals with every digit, and no silent NaN.
 
 orjson writes NaN and Infinity as `null`, which would silently clear an attribute at Customer.io,
 so every float is checked before encoding and a non-finite one is refused with the field's path.
+A Decimal (and an integer beyond 64 bits) is written as a JSON number with exactly its digits, never
+through a float; `exact_loads` reads such JSON back without losing them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -25,9 +29,38 @@ def utc_iso(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def decimal_number(value: Decimal) -> int | float:
-    """A finite Decimal as a JSON number: an int when integral, so `7` stays `7`."""
-    return int(value) if value == value.to_integral_value() else float(value)
+_INT64 = range(-(2**63), 2**64)  # what orjson writes as an integer
+_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}")  # 16+ digits: a double might not carry them
+
+
+def decimal_text(value: Decimal) -> str:
+    """A finite Decimal in plain notation with no trailing zeros: `1.50` -> `1.5`, `1E+3` -> `1000`."""
+    text = format(value, "f")  # exact: normalize() would round to the context's 28 digits
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def exact_number(value: Decimal | int) -> Decimal | int:
+    """A number JSON carries exactly: small integers as int, everything else as Decimal (written digit for digit)."""
+    if isinstance(value, int):
+        return value if value in _INT64 else Decimal(value)
+    if value == value.to_integral_value() and int(value) in _INT64:
+        return int(value)
+    return value
+
+
+def _exact_float(text: str) -> float | Decimal:
+    number = float(text)
+    return number if orjson.dumps(number) == text.encode() else Decimal(text)
+
+
+def exact_loads(data: str | bytes) -> Any:
+    """`orjson.loads`, except that numbers with more digits than a double holds come back as Decimal (or int)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_NUMBER.search(raw) is None:
+        return orjson.loads(raw)
+    return json.loads(raw, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)))
 
 
 def _default(value: Any) -> Any:
@@ -38,8 +71,13 @@ def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise InvalidMessageError(f"{value} is not a number the API accepts")
-        return decimal_number(value)
+        return orjson.Fragment(decimal_text(value))
     raise TypeError(f"values of type {type(value).__name__} cannot be sent to Customer.io")
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """orjson.dumps with this module's types (Decimal digit for digit, datetimes as UTC); NaN is not checked."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0))
 
 
 def _check_finite(value: Any, path: str) -> None:

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
-from dagster_cdp.sync.pushdown import HASH_METHOD
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
@@ -33,31 +32,23 @@ def pushdown_warehouse(warehouse: Warehouse) -> Warehouse:
     return warehouse
 
 
-def hash_method(store: StateStore, sync: str) -> str | None:
-    stored = store.fingerprint(sync)
-    assert stored is not None
-    return stored[1].get("hash")
-
-
 def test_same_outcome_as_the_generic_path(pushdown_warehouse: Warehouse, emulator: Emulator, client,
                                           tmp_path: Path) -> None:
     warehouse = pushdown_warehouse
     rows = people_rows(range(1, 51))
     table = warehouse.create("people", PEOPLE_COLUMNS, rows)
     elsewhere = StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")  # state not in the warehouse: generic path
-    in_warehouse = StateStore(warehouse.engine)
     generic = SyncDefinition(name="people_generic", table="people", mapping=People(id_column="id"))
 
     def both() -> tuple[tuple[int, ...], tuple[int, ...]]:
         a = run_sync(PEOPLE, warehouse=warehouse.engine, client=client)
         b = run_sync(generic, warehouse=warehouse.engine, client=client, state=elsewhere)
+        assert (a.diff, b.diff) == ("in-warehouse", "portable")
         return tuple(map(len, (a.rejected,))) + (a.inserted, a.updated, a.deleted, a.unchanged, a.source_rows), \
             tuple(map(len, (b.rejected,))) + (b.inserted, b.updated, b.deleted, b.unchanged, b.source_rows)
 
     first = both()
     assert first[0] == first[1] == (0, 50, 0, 0, 0, 50)
-    assert hash_method(in_warehouse, "people") == HASH_METHOD
-    assert hash_method(elsewhere, "people_generic") is None
 
     rows = [r for r in rows if r["id"] != 7]
     rows[0]["plan"] = "pro"
@@ -90,8 +81,8 @@ def test_a_query_with_percent_signs_and_a_listed_trait(pushdown_warehouse: Wareh
     table = warehouse.create("people", PEOPLE_COLUMNS, rows)
     definition = SyncDefinition(name="people_query", query="SELECT * FROM people WHERE email LIKE 'u%'",
                                 mapping=People(id_column="id", traits=["plan"]))
-    assert run_sync(definition, warehouse=warehouse.engine, client=client).inserted == 20
-    assert hash_method(StateStore(warehouse.engine), "people_query") == HASH_METHOD
+    first = run_sync(definition, warehouse=warehouse.engine, client=client)
+    assert (first.inserted, first.diff) == (20, "in-warehouse")
     for row in rows:
         row["seats"] += 1  # not a mapped trait: nothing to send
     rows[3]["plan"] = "team"
@@ -107,7 +98,6 @@ def test_a_key_whose_text_could_differ_falls_back_to_the_generic_path(pushdown_w
     rows = people_rows(range(1, 11))
     warehouse.create("people", {**PEOPLE_COLUMNS, "id": sa.Numeric(10, 0)}, rows)  # 1 in Python, maybe 1.0 in SQL
     report = run_sync(PEOPLE, warehouse=warehouse.engine, client=client)
-    assert report.inserted == 10
-    assert hash_method(StateStore(warehouse.engine), "people") is None
+    assert (report.inserted, report.diff) == (10, "portable")
     assert emulator.snapshot()["people"] == expected_people(rows)
     assert run_sync(PEOPLE, warehouse=warehouse.engine, client=client).unchanged == 10

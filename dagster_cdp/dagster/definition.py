@@ -64,6 +64,10 @@ class SyncModel(BaseModel):
     partitions: int = Field(
         1, description="Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit)."
     )
+    on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = Field(
+        "fail", description="When a mapping that sends every column sees columns added or removed (as in dbt): "
+        "fail (send nothing), append_new_columns (send new ones), sync_all_columns (also clear removed ones)."
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> SyncModel:
@@ -91,6 +95,7 @@ class SyncModel(BaseModel):
             context=self.context,
             integrations=self.integrations,
             partitions=self.partitions,
+            on_schema_change=self.on_schema_change,
         )
 
     def _mapping(self) -> People | Objects | Relationships | CallMapping:

@@ -25,6 +25,7 @@ def sync_report_metadata(report: SyncReport) -> dict[str, Any]:
         "duration_seconds": dg.MetadataValue.float(round(report.duration_seconds, 3)),
         "dagster/row_count": report.source_rows,
         "dry_run": report.dry_run,
+        "diff": report.diff,
         "full_resync": report.full_resync,
     }
     if report.rejected:

@@ -80,6 +80,7 @@ class SyncDefinition:
     lookback: float | dt.timedelta = 0.0
     partitions: int = 1  # hash partitions of the key, each synced on its own (see `partitions`)
     partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
+    on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = "fail"  # see `schema_drift`
 
     @property
     def send_once(self) -> bool:
@@ -97,6 +98,9 @@ class SyncDefinition:
             raise SourceError(f"Sync {self.name!r}: max_delete_fraction must be between 0 and 1.")
         if self.max_row_attempts < 1:
             raise SourceError(f"Sync {self.name!r}: max_row_attempts must be at least 1.")
+        if self.on_schema_change not in ("fail", "append_new_columns", "sync_all_columns"):
+            raise SourceError(f"Sync {self.name!r}: on_schema_change must be 'fail', 'append_new_columns' or "
+                              f"'sync_all_columns' (as in dbt), got {self.on_schema_change!r}.")
         if isinstance(self.mapping, People) and self.mapping.id_column is None and self.mode == "mirror":
             raise SourceError(
                 f"Sync {self.name!r}: people identified only by email cannot be deleted (User Deleted needs a "

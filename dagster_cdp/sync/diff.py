@@ -15,12 +15,14 @@ from typing import Any
 import duckdb
 import orjson
 
+from dagster_cdp.encoding import exact_loads
 from dagster_cdp.sync.mapping import MappedRow, json_text
 
 _SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
-                   "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT"}
+                   "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT", "row_hash": "VARCHAR"}
 _STATE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "delete_call": "VARCHAR",
-                  "version": "INTEGER", "attempts": "INTEGER", "failed_hash": "VARCHAR", "last_error": "VARCHAR"}
+                  "version": "INTEGER", "attempts": "INTEGER", "failed_hash": "VARCHAR", "last_error": "VARCHAR",
+                  "row_hash": "VARCHAR"}  # state.STATE_FIELDS
 LOAD_ROWS = 50_000
 FETCH_ROWS = 5_000
 DELETE_MARK = "delete"  # failed_hash of a key whose deletion was rejected
@@ -46,6 +48,8 @@ class PlannedCall:
     accepted_delete_call: str | None
     attempts: int
     failed_hash: str | None
+    row_hash: str | None  # the warehouse's hash of the row being sent, recorded when it is accepted
+    accepted_row_hash: str | None
 
 
 class WorkFile:
@@ -75,7 +79,8 @@ class WorkFile:
 
     def add_source(self, rows: Iterable[MappedRow]) -> None:
         self._load("source", _SOURCE_COLUMNS, (
-            (r.key_hash, r.key, r.payload_hash, json_text(r.payload), json_text(r.delete_call), r.problem, r.cursor)
+            (r.key_hash, r.key, r.payload_hash, json_text(r.payload), json_text(r.delete_call), r.problem, r.cursor,
+             r.row_hash)
             for r in rows))
 
     def add_state(self, rows: Iterable[Sequence[Any]]) -> None:
@@ -146,7 +151,7 @@ class WorkFile:
                 SELECT s.key_hash, s.key, s.payload_hash, s.payload, s.delete_call, s.problem AS reason,
                        st.failed_hash = s.payload_hash AND st.attempts >= {int(max_row_attempts)} AS exhausted,
                        st.version, st.payload_hash AS accepted_hash, st.delete_call AS accepted_delete_call,
-                       st.attempts, st.failed_hash, st.last_error,
+                       st.attempts, st.failed_hash, st.last_error, s.row_hash, st.row_hash AS accepted_row_hash,
                        CASE WHEN s.problem IS NOT NULL THEN 'problem'
                             WHEN st.payload_hash IS NULL THEN 'insert'
                             WHEN st.payload_hash <> s.payload_hash THEN {changed}
@@ -160,11 +165,11 @@ class WorkFile:
                         THEN 'rejected ' || attempts || ' times, not retried: ' || last_error
                         ELSE reason END AS reason,
                    coalesce(version, 0) AS version, accepted_hash, accepted_delete_call,
-                   coalesce(attempts, 0) AS attempts, failed_hash, operation AS intended
+                   coalesce(attempts, 0) AS attempts, failed_hash, operation AS intended, row_hash, accepted_row_hash
             FROM classified
             UNION ALL
             SELECT 'duplicate', key_hash, key, NULL, NULL, NULL, n || ' source rows share this key; none was sent',
-                   0, NULL, NULL, 0, NULL, NULL
+                   0, NULL, NULL, 0, NULL, NULL, NULL, NULL
             FROM counted WHERE n > 1
             UNION ALL
             SELECT CASE WHEN st.payload_hash IS NULL AND st.version = 0 THEN 'forget'
@@ -175,7 +180,8 @@ class WorkFile:
                    st.key_hash, st.key, st.payload_hash, st.delete_call, NULL,
                    CASE WHEN st.failed_hash = '{DELETE_MARK}'
                         THEN 'deletion rejected ' || st.attempts || ' times, not retried: ' || st.last_error END,
-                   st.version, st.payload_hash, st.delete_call, st.attempts, st.failed_hash, 'delete'
+                   st.version, st.payload_hash, st.delete_call, st.attempts, st.failed_hash, 'delete',
+                   NULL, st.row_hash
             FROM state st ANTI JOIN counted c USING (key_hash)
         """)
 
@@ -205,6 +211,22 @@ class WorkFile:
                                   [list(unsettled_key_hashes)]).fetchone()[0] if unsettled_key_hashes else None
         return highest, lowest
 
+    def rehashed(self) -> Iterator[list[Any]]:
+        """State rows (state.STATE_FIELDS) of unchanged keys whose warehouse row hash moved (a column reorder, a
+        session setting, a switch of diff path): recording them keeps the next in-warehouse diff from returning them."""
+        cursor = self._db.cursor()
+        try:
+            cursor.execute("""
+                SELECT st.key_hash, st.key, st.payload_hash, st.delete_call, st.version, st.attempts, st.failed_hash,
+                       st.last_error, p.row_hash
+                FROM plan p JOIN state st USING (key_hash)
+                WHERE p.operation = 'unchanged' AND p.row_hash IS NOT NULL AND p.row_hash IS DISTINCT FROM st.row_hash
+            """)
+            while chunk := cursor.fetchmany(FETCH_ROWS):
+                yield [list(row) for row in chunk]
+        finally:
+            cursor.close()
+
     def forgotten(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT key_hash FROM plan WHERE operation = 'forget'").fetchall()]
 
@@ -214,13 +236,14 @@ class WorkFile:
         try:
             placeholders = ", ".join("?" for _ in operations)
             sql = (f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
-                   f"accepted_delete_call, attempts, failed_hash FROM plan WHERE operation IN ({placeholders})")
+                   f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash "
+                   f"FROM plan WHERE operation IN ({placeholders})")
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
             cursor.execute(sql, list(operations))
             while chunk := cursor.fetchmany(FETCH_ROWS):
                 for row in chunk:
-                    yield PlannedCall(row[0], row[1], row[2], row[3], orjson.loads(row[4]),
+                    yield PlannedCall(row[0], row[1], row[2], row[3], exact_loads(row[4]),
                                       orjson.loads(row[5]) if row[5] else None, *row[6:])
         finally:
             cursor.close()

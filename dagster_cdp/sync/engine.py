@@ -13,18 +13,21 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import CursorMark, next_mark
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, canonical_json, hash_hex, json_text
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
 from dagster_cdp.sync.memory import bounded_duckdb
 from dagster_cdp.sync.partitions import partition_name, partition_of
-from dagster_cdp.sync.pushdown import HASH_METHOD, plan_pushdown
+from dagster_cdp.sync.pushdown import plan_pushdown
+from dagster_cdp.sync.reading import SourceShape, reading_session
 from dagster_cdp.sync.report import RowRejection, SyncReport
-from dagster_cdp.sync.source import CHUNK_ROWS, as_engine, read_source
+from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
+from dagster_cdp.sync.source import CHUNK_ROWS, as_engine, describe_source, read_source
 from dagster_cdp.sync.state import KeyState, StateStore
 
 if TYPE_CHECKING:
@@ -91,16 +94,20 @@ def run_sync(
 def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient | None, store: StateStore,
          dry_run: bool, full_resync: bool, force: bool, log: logging.Logger, started: float) -> SyncReport:
     stored = store.fingerprint(definition.name)
-    # A sync keeps the hash method it started with (the two hash differently) until a full resync.
-    in_warehouse = stored is None or full_resync or stored[1].get("hash") == HASH_METHOD
-    pushdown = plan_pushdown(definition, engine, store) if in_warehouse else None
-    fields = {**definition.fingerprint_fields(), **({"hash": HASH_METHOD} if pushdown else {})}
-    fingerprint = hash_hex(canonical_json(fields))
-    if stored is not None and stored[0] != fingerprint and not full_resync:
-        raise MappingChangedError(_mapping_change(definition.name, stored[1], fields) + (
+    if stored is not None:
+        store.upgrade()
+    shape = _describe(definition, engine)
+    mapping_fields = definition.fingerprint_fields()
+    if stored is not None and not full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):
+        raise MappingChangedError(_mapping_change(definition.name, _mapping_of(stored[1]), mapping_fields) + (
             " (Rows of this send-once sync that were already sent are not sent again.)"
             if definition.send_once else ""))
-    report = SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync)
+    values = resolve_columns(definition, shape.columns, stored[1] if stored else None, full_resync=full_resync)
+    fields = {**mapping_fields, **recorded_fields(values)}
+    fingerprint = hash_hex(canonical_json(fields))
+    pushdown = plan_pushdown(definition, engine, store, shape, values)
+    report = SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync,
+                        diff="in-warehouse" if pushdown else "portable")
     if stored is not None:
         _settle(definition, store, log, after_crash=True)  # a killed run's acknowledgements, before the diff
 
@@ -112,7 +119,8 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
         if pushdown is not None:
             log.debug("sync %r: diffing in the warehouse", definition.name)
             pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
-        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, _since(definition, mark))
+        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, values,
+                                                   _since(definition, mark))
         if mark is not None and cursor_kind not in (None, mark.kind):
             raise SourceError(f"Sync {definition.name!r}: cursor column {mark.column!r} held {mark.kind} values "
                               f"and now holds {cursor_kind} values; run once with full_resync=True to read it whole.")
@@ -139,6 +147,8 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             if stored is None:
                 store.save_fingerprint(definition.name, fingerprint, fields)
             unsettled = _deliver(definition, client, store, work, report, log)
+            for rows in work.rehashed():
+                store.record(definition.name, [KeyState(*row) for row in rows])
             _settle(definition, store, log)
             if definition.cursor_column:
                 new_mark = next_mark(mark, definition.cursor_column, cursor_kind, *work.cursor_bounds(unsettled))
@@ -169,14 +179,25 @@ def _since(definition: SyncDefinition, mark: CursorMark | None) -> sa.BindParame
     return sa.bindparam("cdp_since", mark.lower_bound(definition.lookback), type_=mark.bind_type())
 
 
+def _describe(definition: SyncDefinition, engine: sa.Engine) -> SourceShape:
+    with engine.connect() as connection, reading_session(connection):
+        return describe_source(connection, definition)
+
+
+def _mapping_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint fields that make stored state wrong when they change (not the recorded column set)."""
+    plain = orjson.loads(canonical_json(fields))
+    return {k: v for k, v in plain.items() if k not in ("hash", "columns", "cleared")}
+
+
 def _read(definition: SyncDefinition, engine: sa.Engine, work: WorkFile, report: SyncReport,
-          log: logging.Logger, since: sa.BindParameter | None = None) -> str | None:
+          log: logging.Logger, values: ValueColumns, since: sa.BindParameter | None = None) -> str | None:
     """Streams the source through the mapper into the work file; rows without a key are reported here.
 
     Returns how the cursor values were encoded (None without a cursor column or when no row had one).
     """
     with read_source(engine, definition, since) as (columns, rows):
-        mapper = RowMapper(definition, columns)
+        mapper = RowMapper(definition, columns, values)
         last_progress = time.monotonic()
 
         def mapped() -> Iterator[MappedRow]:
@@ -281,21 +302,21 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
         operation = _REPORTED_AS[planned.operation]
         if operation == "delete":
             report.deleted += 1
-            keys.append(KeyState(planned.key_hash, planned.key, None, None, planned.version + 1, 0, None, None))
+            keys.append(KeyState(planned.key_hash, planned.key, None, None, planned.version + 1, 0, None, None, None))
             continue
         if operation == "insert":
             report.inserted += 1
         else:
             report.updated += 1
         keys.append(KeyState(planned.key_hash, planned.key, planned.payload_hash, json_text(planned.delete_call),
-                             planned.version + 1, 0, None, None))
+                             planned.version + 1, 0, None, None, planned.row_hash))
     for rejection in result.rejected:
         planned = in_flight.pop(rejection.message["messageId"])
         operation = _REPORTED_AS[planned.operation]
         failed_hash = DELETE_MARK if operation == "delete" else planned.payload_hash
         attempts = planned.attempts + 1 if planned.failed_hash == failed_hash else 1
         keys.append(KeyState(planned.key_hash, planned.key, planned.accepted_hash, planned.accepted_delete_call,
-                             planned.version, attempts, failed_hash, rejection.reason))
+                             planned.version, attempts, failed_hash, rejection.reason, planned.accepted_row_hash))
         report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
     return keys
 

@@ -15,3 +15,7 @@ class SyncAbortedError(CdpError):
 
 class MappingChangedError(CdpError):
     """The mapping differs from the one the stored state was built with; a full resync must be asked for."""
+
+
+class SchemaChangedError(MappingChangedError):
+    """The source's columns changed under a mapping that takes every column, and on_schema_change is 'fail'."""

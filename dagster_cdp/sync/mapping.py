@@ -9,9 +9,10 @@ from typing import Any
 
 import orjson
 
+from dagster_cdp.encoding import dumps
 from dagster_cdp.packing import MAX_CALL_BYTES
 from dagster_cdp.sync.cursor import encode
-from dagster_cdp.sync.definition import Objects, People, SyncDefinition
+from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import CallMapping, MissingKeyError
 from dagster_cdp.sync.values import BadValueError, to_json_value, to_key_part
@@ -25,12 +26,12 @@ def hash_hex(data: bytes) -> str:
 
 
 def canonical_json(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return dumps(value, sort_keys=True)
 
 
 def json_text(value: Any) -> str | None:
     """A call or payload as JSON text for the work file and the state table; None stays None."""
-    return None if value is None else orjson.dumps(value).decode()
+    return None if value is None else dumps(value).decode()
 
 
 @dataclass
@@ -44,44 +45,68 @@ class MappedRow:
     delete_call: dict | None
     problem: str | None = None
     cursor: int | None = None  # the encoded cursor column value, for incremental reads
+    row_hash: str | None = None  # the warehouse's hash of the row's columns (in-warehouse diff only)
+
+
+@dataclass(frozen=True)
+class ValueColumns:
+    """The source columns a run sends as values, and removed ones it clears at Customer.io (sends as null)."""
+
+    sent: list[str]
+    cleared: list[str]
+    all_columns: bool  # the mapping takes every column that is not an identifier (its column set is recorded)
+
+
+def mapping_columns(definition: SyncDefinition) -> tuple[list[str], set[str], list[str] | None]:
+    """(identifier columns, columns never sent by default, listed value columns or None for every other one)."""
+    m = definition.mapping
+    if isinstance(m, People):
+        return [c for c in (m.id_column, m.email_column) if c], {m.id_column} if m.id_column else set(), \
+            _listed(m.traits)
+    if isinstance(m, Objects):
+        keys = [c for c in (m.id_column, m.object_type_column) if c]
+        return keys, set(keys), _listed(m.traits)
+    if isinstance(m, CallMapping):
+        keys = m.identifier_columns()
+        return keys, {*keys, definition.cursor_column}, _listed(m.value_columns())
+    keys = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
+    return keys, set(keys), _listed(m.attributes)
+
+
+def _listed(columns: Sequence[str] | None) -> list[str] | None:
+    return None if columns is None else list(columns)
+
+
+def value_columns(definition: SyncDefinition, columns: Sequence[str]) -> ValueColumns:
+    """The value columns of a source with these columns, before any recorded column set is considered."""
+    _, default_exclude, listed = mapping_columns(definition)
+    if listed is not None:
+        return ValueColumns(listed, [], all_columns=False)
+    return ValueColumns([c for c in columns if c not in default_exclude], [], all_columns=True)
 
 
 class RowMapper:
     """Maps rows of a source with known columns; built once per run so column checks happen before any send."""
 
-    def __init__(self, definition: SyncDefinition, columns: Sequence[str]) -> None:
+    def __init__(self, definition: SyncDefinition, columns: Sequence[str], values: ValueColumns | None = None
+                 ) -> None:
         self._mapping = definition.mapping
         self._columns = list(columns)
-        m = self._mapping
-        if isinstance(m, People):
-            key_columns = [c for c in (m.id_column, m.email_column) if c]
-            default_exclude = {m.id_column} if m.id_column else set()
-            listed = m.traits
-        elif isinstance(m, Objects):
-            key_columns = [c for c in (m.id_column, m.object_type_column) if c]
-            default_exclude = set(key_columns)
-            listed = m.traits
-        elif isinstance(m, CallMapping):
-            key_columns = m.identifier_columns()
-            default_exclude = {*key_columns, definition.cursor_column}
-            listed = m.value_columns()
-        else:
-            key_columns = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
-            default_exclude = set(key_columns)
-            listed = m.attributes
-        for column in [*key_columns, *(listed or []), *([definition.cursor_column] if definition.cursor_column else [])]:
+        key_columns, _, listed = mapping_columns(definition)
+        values = values or value_columns(definition, self._columns)
+        cursor = [definition.cursor_column] if definition.cursor_column else []
+        for column in [*key_columns, *(listed or []), *cursor]:
             if column not in self._columns:
                 raise SourceError(
                     f"Sync {definition.name!r}: the mapping names column {column!r}, which the source does not have. "
                     f"Its columns are: {', '.join(map(repr, self._columns))}."
                 )
-        if listed is None:
-            value_columns = [c for c in self._columns if c not in default_exclude]
-        else:
-            value_columns = list(listed)
-        if isinstance(m, People) and m.email_column and m.email_column not in value_columns:
-            value_columns.append(m.email_column)
-        self._values = [(c, self._columns.index(c)) for c in value_columns]
+        sent = list(values.sent)
+        m = self._mapping
+        if isinstance(m, People) and m.email_column and m.email_column not in sent:
+            sent.append(m.email_column)
+        self._values = [(c, self._columns.index(c)) for c in sent]
+        self._cleared = dict.fromkeys(values.cleared)
         self._index = {c: self._columns.index(c) for c in key_columns}
         self._cursor_column = definition.cursor_column
         self._cursor_index = self._columns.index(definition.cursor_column) if definition.cursor_column else None
@@ -90,8 +115,21 @@ class RowMapper:
     def map(self, row: Sequence[Any]) -> MappedRow | tuple[None, str]:
         """A MappedRow, or (None, reason) for a row that has no usable key."""
         m = self._mapping
-        if isinstance(m, CallMapping):
-            return self._with_cursor(row, self._map_call(row, m))
+        try:
+            if isinstance(m, CallMapping):
+                return self._with_cursor(row, self._map_call(row, m))
+            return self._map_entity(row, m)
+        except BadValueError as exc:  # a key value that cannot be an identifier (NaN, unreadable)
+            return None, str(exc)
+
+    def _row_values(self, row: Sequence[Any]) -> dict[str, Any]:
+        """The mapped values (removed columns being cleared first, as null); raises BadValueError."""
+        values = dict.fromkeys(self._cleared)
+        for column, index in self._values:
+            values[column] = to_json_value(row[index], column)
+        return values
+
+    def _map_entity(self, row: Sequence[Any], m: People | Objects | Relationships) -> MappedRow | tuple[None, str]:
         if isinstance(m, People):
             parts = [self._key_part(row, m.id_column) if m.id_column else None,
                      self._key_part(row, m.email_column) if m.email_column else None]
@@ -133,7 +171,7 @@ class RowMapper:
                                "properties": {"objectId": object_id, "objectTypeId": type_id}}
         key_hash = hash_hex(key.encode())
         try:
-            values = {c: to_json_value(row[i], c) for c, i in self._values}
+            values = self._row_values(row)
         except BadValueError as exc:
             return MappedRow(key, key_hash, None, None, None, problem=str(exc))
         if isinstance(m, People):
@@ -154,8 +192,7 @@ class RowMapper:
             return None, str(exc)
         key_hash = hash_hex(key.encode())
         try:
-            values = {c: to_json_value(row[i], c) for c, i in self._values}
-            payload, delete_call = m.calls(part, values)
+            payload, delete_call = m.calls(part, self._row_values(row))
         except BadValueError as exc:
             return MappedRow(key, key_hash, None, None, None, problem=str(exc))
         return self._sized(key, key_hash, payload, delete_call)

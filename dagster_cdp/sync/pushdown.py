@@ -1,13 +1,15 @@
 """The in-warehouse diff ("pushdown"): hash each row with SQL and join it to the stored state where both live.
 
 When the state tables are in the warehouse itself and its dialect is one we know, the warehouse computes
-every key and an MD5 of the JSON of the row's hashed columns, groups by key (duplicates, NULL keys) and
-full-outer-joins that to the state on the key. Only new, changed, rejected, duplicate and deleted keys
-come back to Python, which maps just those rows and hands them, with their state, to the work file's plan:
-every rule about what to send stays in one place (`diff.WorkFile.plan`).
+every key and an MD5 of the JSON of the row's mapped columns (by name, in a UTC session), groups by key
+(duplicates, NULL keys) and full-outer-joins that to the state on the key. Only keys whose row hash differs
+from the one recorded when the API accepted them (and deleted keys) come back to Python, which maps just
+those rows and hands them, with their state, to the work file's plan: every rule about what to send stays
+in one place (`diff.WorkFile.plan`), and it compares the payloads, never the row hashes.
 
-The SQL hash is not the Python one, so the method is recorded in the sync's fingerprint (`HASH_METHOD`);
-a sync keeps the method it started with until a full resync. Keys are joined as text, so only key columns
+So the row hash only decides what leaves the warehouse: when it moves although the payload did not (a
+column reorder, a numeric scale, a session setting, a switch from the portable diff), the row is mapped,
+found unchanged, not sent, and its new row hash is recorded. Keys are joined as text, so only key columns
 whose text in SQL is exactly the string Python sends (integers and text) qualify. Other dialects add a
 `Dialect` to `DIALECTS` (Snowflake: `md5(to_json(array_construct(...)))`; BigQuery: `to_hex(md5(to_json_string([...])))`).
 """
@@ -24,14 +26,14 @@ import sqlalchemy as sa
 from dagster_cdp.sync.definition import Objects, People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, hash_hex
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, hash_hex
 from dagster_cdp.sync.partitions import partition_sql
+from dagster_cdp.sync.reading import SourceShape, execute, reading_session
 from dagster_cdp.sync.report import RowRejection, SyncReport
-from dagster_cdp.sync.state import StateStore
+from dagster_cdp.sync.source import source_sql
+from dagster_cdp.sync.state import STATE_FIELDS, StateStore
 
-HASH_METHOD = "sql-md5-json-1"
 FETCH_ROWS = 10_000
-_STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "attempts", "failed_hash", "last_error")
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,11 @@ class Dialect:
     def key_types(self, connection: sa.Connection, source_sql: str, columns: Sequence[str]) -> dict[str, str]:
         """The SQL type of each of `columns` in the source, upper-case."""
         if self.name == "duckdb":
-            described = connection.exec_driver_sql(f"DESCRIBE SELECT * FROM ({source_sql}) AS cdp_src").fetchall()
+            described = connection.exec_driver_sql(f"DESCRIBE SELECT * FROM (\n{source_sql}\n) AS cdp_src").fetchall()
             return {row[0]: str(row[1]).upper() for row in described if row[0] in columns}
         cursor = connection.connection.cursor()  # the driver's description carries each column's type OID
         try:
-            cursor.execute(f"SELECT * FROM ({source_sql}) AS cdp_src LIMIT 0")
+            cursor.execute(f"SELECT * FROM (\n{source_sql}\n) AS cdp_src LIMIT 0")
             oids = {d[0]: d[1] for d in cursor.description}
         finally:
             cursor.close()
@@ -90,14 +92,16 @@ class Pushdown:
     source_sql: str
     key_column: str
     key_sql: str  # the key string, NULL when the row has none ({src} stands for the source's alias)
-    hashed_columns: list[str]
+    hashed_columns: list[str]  # by name, so the column order of the source does not matter
+    shape: SourceShape
+    values: ValueColumns
 
     def counts(self, engine: sa.Engine) -> tuple[int, int]:
         """(source rows, keys live at the API) of this sync."""
         where = self._partition_filter("cdp_src")
         with engine.connect() as connection:
-            source_rows = _execute(connection, f"SELECT count(*) FROM ({self.source_sql}) AS cdp_src{where}").scalar()
-            live = _execute(
+            source_rows = execute(connection, f"SELECT count(*) FROM (\n{self.source_sql}\n) AS cdp_src{where}").scalar()
+            live = execute(
                 connection,
                 f"SELECT count(*) FROM ({self._state_sql(engine)}) AS st WHERE payload_hash IS NOT NULL").scalar()
         return int(source_rows or 0), int(live or 0)
@@ -113,33 +117,35 @@ class Pushdown:
         # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
         gone = (f"st.payload_hash IS NOT NULL OR st.version = 0 OR st.failed_hash = '{DELETE_MARK}'" if mirror
                 else "st.payload_hash IS NULL AND st.version = 0")
-        changed = "TRUE" if full_resync else "st.payload_hash IS DISTINCT FROM agg.cdp_hash"
+        changed = "TRUE" if full_resync else "st.row_hash IS DISTINCT FROM agg.cdp_hash"
+        quote = engine.dialect.identifier_preparer.quote_identifier
+        readable = self.shape.select(self.source_sql, quote)
         sql = f"""
             WITH src AS (
                 SELECT {src_key} AS cdp_key, md5(CAST({self.dialect.json_array}({hashed}) AS {text})) AS cdp_hash
-                FROM ({self.source_sql}) AS cdp_src{self._partition_filter("cdp_src")}
+                FROM (\n{self.source_sql}\n) AS cdp_src{self._partition_filter("cdp_src")}
             ), agg AS (
                 SELECT cdp_key, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY cdp_key
             ), st AS (
                 {self._state_sql(engine)}
             ), diffed AS (
-                SELECT agg.cdp_key, agg.cdp_n, agg.cdp_hash, {", ".join(f"st.{f} AS st_{f}" for f in _STATE_FIELDS)}
+                SELECT agg.cdp_key, agg.cdp_n, agg.cdp_hash, {", ".join(f"st.{f} AS st_{f}" for f in STATE_FIELDS)}
                 FROM agg FULL OUTER JOIN st ON agg.cdp_key = st.key
                 WHERE (agg.cdp_n IS NULL AND ({gone}))
                    OR (agg.cdp_n IS NOT NULL AND (agg.cdp_key IS NULL OR agg.cdp_n > 1 OR st.key IS NULL OR {changed}))
             )
             SELECT diffed.*, cdp_row.*
-            FROM diffed LEFT JOIN (SELECT {src_key} AS cdp_row_key, cdp_src.* FROM ({self.source_sql}) AS cdp_src) AS cdp_row
-                 ON diffed.cdp_n = 1 AND cdp_row.cdp_row_key = diffed.cdp_key
+            FROM diffed LEFT JOIN (
+                SELECT {src_key} AS cdp_row_key, cdp_src.* FROM (\n{readable}\n) AS cdp_src
+            ) AS cdp_row ON diffed.cdp_n = 1 AND cdp_row.cdp_row_key = diffed.cdp_key
         """
-        head = 3 + len(_STATE_FIELDS) + 1  # diffed columns and cdp_row_key come before the source's own
-        with engine.connect() as connection:
-            result = _execute(connection.execution_options(stream_results=True), sql)
-            columns = list(result.keys())[head:]
-            yield self._rows(result, head, RowMapper(d, columns))
+        head = 3 + len(STATE_FIELDS) + 1  # diffed columns and cdp_row_key come before the source's own
+        with engine.connect() as connection, reading_session(connection):
+            result = execute(connection.execution_options(stream_results=True), sql)
+            yield self._rows(result, head, RowMapper(d, self.shape.columns, self.values))
 
     def _rows(self, result: sa.CursorResult, head: int, mapper: RowMapper) -> Iterator[DiffedRow]:
-        state_width = len(_STATE_FIELDS)
+        state_width = len(STATE_FIELDS)
         while chunk := result.fetchmany(FETCH_ROWS):
             for row in chunk:
                 key, count, payload_hash = row[0], row[1], row[2]
@@ -152,9 +158,10 @@ class Pushdown:
                     key_hash = state[0] if state else hash_hex(key.encode())
                     yield DiffedRow([MappedRow(key, key_hash, None, None, None)] * count, state)
                 else:
-                    yield DiffedRow([self._mapped(mapper, row[head:], key, payload_hash)], state)
+                    values = next(self.shape.fix(iter([row[head:]])))
+                    yield DiffedRow([self._mapped(mapper, values, key, payload_hash)], state)
 
-    def _mapped(self, mapper: RowMapper, values: Sequence[Any], key: str, payload_hash: str) -> MappedRow:
+    def _mapped(self, mapper: RowMapper, values: Sequence[Any], key: str, row_hash: str) -> MappedRow:
         mapped = mapper.map(values)
         if not isinstance(mapped, MappedRow) or mapped.key != key:
             raise SourceError(
@@ -162,8 +169,7 @@ class Pushdown:
                 f"{getattr(mapped, 'key', None)!r}; the in-warehouse diff cannot be used for this source. "
                 "Please report this with the key column's type."
             )
-        if mapped.problem is None:
-            mapped.payload_hash = payload_hash
+        mapped.row_hash = row_hash
         return mapped
 
     def load(self, engine: sa.Engine, work: WorkFile, report: SyncReport, *, full_resync: bool) -> None:
@@ -196,55 +202,41 @@ class Pushdown:
         """This sync's stored state; an empty relation before the state tables exist (a dry run creates none)."""
         if not self.store.exists():
             text = self.dialect.text_type
-            kinds = [text, text, text, text, "INTEGER", "INTEGER", text, text]
-            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {f}" for f, k in zip(_STATE_FIELDS, kinds)) + " WHERE 1 = 0"
+            kinds = [text, text, text, text, "INTEGER", "INTEGER", text, text, text]
+            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {f}" for f, k in zip(STATE_FIELDS, kinds)) + " WHERE 1 = 0"
         state = engine.dialect.identifier_preparer.format_table(self.store.state)
-        return f"SELECT {', '.join(_STATE_FIELDS)} FROM {state} WHERE sync = {_literal(self.definition.name)}"
+        return f"SELECT {', '.join(STATE_FIELDS)} FROM {state} WHERE sync = {_literal(self.definition.name)}"
 
 
-def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateStore) -> Pushdown | None:
+def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape,
+                  values: ValueColumns) -> Pushdown | None:
     """The in-warehouse diff for this sync, or None when it does not apply (the generic path is used)."""
     dialect = DIALECTS.get(engine.dialect.name)
     mapping = definition.mapping
     if dialect is None or store.engine.url != engine.url or getattr(definition, "cursor_column", None):
         return None
     if isinstance(mapping, People):
-        key_column, prefix, listed = mapping.id_column or mapping.email_column, "", mapping.traits
+        key_column, prefix = mapping.id_column or mapping.email_column, ""
         extra = [c for c in (mapping.id_column, mapping.email_column) if c]
     elif isinstance(mapping, Objects) and mapping.object_type_column is None:
-        key_column, prefix, listed = mapping.id_column, f"{mapping.object_type}:", mapping.traits
+        key_column, prefix = mapping.id_column, f"{mapping.object_type}:"
         extra = [mapping.id_column]
     else:
         return None
-    source_sql = _source_sql(definition, engine)
+    sql = source_sql(definition, engine)
+    if any(c not in shape.columns for c in [*extra, *values.sent]):
+        return None  # the generic path names the missing column
     try:
         with engine.connect() as connection:
-            types = dialect.key_types(connection, source_sql, [key_column])
-            all_columns = list(_execute(connection, f"SELECT * FROM ({source_sql}) AS cdp_src LIMIT 0").keys())
+            types = dialect.key_types(connection, sql, [key_column])
     except (sa.exc.DBAPIError, engine.dialect.loaded_dbapi.Error):
         return None  # the generic path reports what is wrong with the source
     if not dialect.exact_text(types.get(key_column, "")):
         return None
-    if listed is not None and any(c not in all_columns for c in [*listed, *extra]):
-        return None
     cast = "CAST({src}." + _quote_engine(engine, key_column) + f" AS {dialect.text_type})"
     key_sql = f"CASE WHEN {cast} = '' THEN NULL ELSE {_literal(prefix)} || {cast} END"
-    hashed = all_columns if listed is None else list(dict.fromkeys([*extra, *listed]))
-    return Pushdown(definition, dialect, store, source_sql, key_column, key_sql, hashed)
-
-
-def _source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
-    if definition.query is not None:
-        return definition.query.strip().rstrip(";")
-    schema, _, name = definition.table.rpartition(".")
-    return f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
-
-
-def _execute(connection: sa.Connection, sql: str) -> sa.CursorResult:
-    """Runs SQL that has no parameters; the user's query may hold '%', which psycopg's pyformat would read as one."""
-    if connection.dialect.paramstyle in ("pyformat", "format"):
-        sql = sql.replace("%", "%%")
-    return connection.exec_driver_sql(sql)
+    hashed = sorted({*extra, *values.sent})
+    return Pushdown(definition, dialect, store, sql, key_column, key_sql, hashed, shape, values)
 
 
 def _quote_engine(engine: sa.Engine, name: str) -> str:

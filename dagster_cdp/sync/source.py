@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.reading import SourceShape, reading_session, source_shape
 
 CHUNK_ROWS = 10_000
 _JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
@@ -20,44 +21,33 @@ def as_engine(warehouse: str | sa.Engine) -> sa.Engine:
     return sa.create_engine(warehouse) if isinstance(warehouse, str) else warehouse
 
 
-def source_statement(definition: SyncDefinition, engine: sa.Engine, since: sa.BindParameter | None = None
-                     ) -> sa.Executable:
-    """The user's query as given, or `SELECT *` from the table typed by reflection where the dialect can reflect.
-
-    With `since`, only rows whose cursor column is >= it (an incremental read of a send-once sync).
-
-    Reflection gives the columns their types, so drivers that hand back text (SQLite dates, JSON columns)
-    are converted by SQLAlchemy the same way on every database. Columns are matched by position, so no
-    column name goes through the dialect's quoting rules (duckdb-engine leaves the reserved word `at` bare).
-    """
-    preparer = engine.dialect.identifier_preparer
-    where = "" if since is None else f" WHERE {preparer.quote_identifier(definition.cursor_column)} >= :{since.key}"
+def source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
+    """The user's query (a trailing semicolon dropped), or `SELECT *` from the table; always wrapped on its own
+    lines by callers, so a query may end in a `--` comment."""
     if definition.query is not None:
-        if since is None:
-            return sa.text(definition.query)
-        query = definition.query.strip().rstrip(";")
-        return sa.text(f"SELECT * FROM ({query}) cdp_source{where}").bindparams(since)
+        return definition.query.strip().rstrip(";").rstrip()
     schema, _, name = definition.table.rpartition(".")
-    table = sa.table(name, schema=schema or None)
-    statement = sa.text(f"SELECT * FROM {preparer.format_table(table)}{where}")
-    if since is not None:
-        statement = statement.bindparams(since)
-    with engine.connect() as connection:
+    return f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
+
+
+def describe_source(connection: sa.Connection, definition: SyncDefinition) -> SourceShape:
+    """The source's columns and how to read each one exactly (`reading`); a missing table is named as such."""
+    declared: dict[str, sa.types.TypeEngine] = {}
+    if definition.table is not None:
+        schema, _, name = definition.table.rpartition(".")
         inspector = sa.inspect(connection)
         if not inspector.has_table(name, schema=schema or None):
             raise SourceError(
                 f"Sync {definition.name!r}: table {definition.table!r} does not exist at "
-                f"{engine.url.render_as_string(hide_password=True)}; check its name and schema "
+                f"{connection.engine.url.render_as_string(hide_password=True)}; check its name and schema "
                 '("schema.table"), or use query= instead.'
             )
         try:
-            columns = inspector.get_columns(name, schema=schema or None)
+            declared = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
         except sa.exc.DBAPIError:
-            return statement  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values itself
-        json_columns = _json_checked_columns(connection, name, schema or None)
-    return statement.columns(*(
-        sa.column(c["name"], sa.JSON() if c["name"] in json_columns else c["type"]) for c in columns
-    ))
+            connection.rollback()  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
+        declared.update({c: sa.JSON() for c in _json_checked_columns(connection, name, schema or None)})
+    return source_shape(connection, source_sql(definition, connection.engine), declared)
 
 
 def _json_checked_columns(connection: sa.Connection, name: str, schema: str | None) -> set[str]:
@@ -75,11 +65,21 @@ def _json_checked_columns(connection: sa.Connection, name: str, schema: str | No
 @contextmanager
 def read_source(engine: sa.Engine, definition: SyncDefinition, since: sa.BindParameter | None = None
                 ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
-    """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one."""
-    statement = source_statement(definition, engine, since)
-    with engine.connect() as connection:
+    """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one.
+
+    With `since`, only rows whose cursor column is >= it (an incremental read of a send-once sync).
+    """
+    with engine.connect() as connection, reading_session(connection):
+        shape = describe_source(connection, definition)
+        quote = engine.dialect.identifier_preparer.quote_identifier
+        sql = source_sql(definition, engine)
+        if since is not None:
+            sql = f"SELECT * FROM (\n{sql}\n) AS cdp_source WHERE {quote(definition.cursor_column)} >= :{since.key}"
+        statement = sa.text(shape.select(sql, quote))
+        if since is not None:
+            statement = statement.bindparams(since)
         result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
         try:
-            yield list(result.keys()), (row for partition in result.partitions() for row in partition)
+            yield shape.columns, shape.fix(row for partition in result.partitions() for row in partition)
         finally:
             result.close()

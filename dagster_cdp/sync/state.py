@@ -25,6 +25,8 @@ from dagster_cdp.sync.cursor import CursorMark
 from dagster_cdp.sync.source import as_engine
 
 _IN_CHUNK = 500
+STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "attempts", "failed_hash", "last_error",
+                "row_hash")  # a key's state, in KeyState's order
 _UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
 _COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
 
@@ -41,6 +43,7 @@ class KeyState:
     attempts: int  # rejections of `failed_hash` in a row
     failed_hash: str | None
     last_error: str | None
+    row_hash: str | None = None  # the warehouse's hash of the accepted row (in-warehouse diff; see `pushdown`)
 
 
 class StateStore:
@@ -80,6 +83,18 @@ class StateStore:
 
     def create_tables(self) -> None:
         self._metadata.create_all(self.engine, checkfirst=True)
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Adds columns that state tables made by earlier versions lack (`row_hash`); nothing else changes."""
+        inspector = sa.inspect(self.engine)
+        for table in (self.state, self.acks):
+            if not inspector.has_table(table.name, schema=table.schema):
+                continue
+            name = self.engine.dialect.identifier_preparer.format_table(table)
+            with self.engine.begin() as connection:  # columns by a query: duckdb-engine cannot always reflect
+                if "row_hash" not in connection.exec_driver_sql(f"SELECT * FROM {name} WHERE 1 = 0").keys():
+                    connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN row_hash VARCHAR(32)")
 
     def fingerprint(self, sync: str) -> tuple[str, dict] | None:
         """The stored (fingerprint, fingerprint fields) of a sync, or None for a sync never run."""
@@ -102,8 +117,7 @@ class StateStore:
         if not self.exists():
             return
         c = self.state.c
-        statement = sa.select(c.key_hash, c.key, c.payload_hash, c.delete_call, c.version, c.attempts,
-                              c.failed_hash, c.last_error).where(c.sync == sync)
+        statement = sa.select(*[c[f] for f in STATE_FIELDS]).where(c.sync == sync)
         with self.engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
             for partition in result.partitions():
@@ -125,7 +139,8 @@ class StateStore:
             connection.execute(sa.insert(self.acks), [
                 dict(sync=sync, key_hash=k.key_hash, key=k.key, payload_hash=k.payload_hash,
                      delete_call=k.delete_call, version=k.version, attempts=k.attempts, failed_hash=k.failed_hash,
-                     last_error=k.last_error[:2000] if k.last_error else None, updated_at=now, seq=self._seq)
+                     last_error=k.last_error[:2000] if k.last_error else None, row_hash=k.row_hash,
+                     updated_at=now, seq=self._seq)
                 for k in keys
             ])
 
@@ -135,9 +150,10 @@ class StateStore:
         placeholder, text = _COLUMN_PARAMETERS[self.engine.dialect.name]
         table = self.engine.dialect.identifier_preparer.format_table(self.acks)
         columns = {"key_hash": text, "key": text, "payload_hash": text, "delete_call": text,
-                   "version": "INTEGER", "attempts": "INTEGER", "failed_hash": text, "last_error": text}
+                   "version": "INTEGER", "attempts": "INTEGER", "failed_hash": text, "last_error": text,
+                   "row_hash": text}
         values = [[getattr(k, name) for k in keys] for name in columns]
-        values[-1] = [error[:2000] if error else None for error in values[-1]]
+        values[-2] = [error[:2000] if error else None for error in values[-2]]
         unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
         with self.engine.begin() as connection:
             connection.exec_driver_sql(
@@ -211,6 +227,7 @@ def _state_columns(*, primary_key: bool) -> list[sa.Column]:
         sa.Column("failed_hash", sa.String(32), nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("row_hash", sa.String(32), nullable=True),
     ]
 
 

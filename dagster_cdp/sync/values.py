@@ -1,4 +1,9 @@
-"""Warehouse values to JSON values, the same way on every database, so hashes are stable across runs."""
+"""Warehouse values to JSON values, the same way on every database, so hashes are stable across runs.
+
+Numbers keep every digit (Decimal and integers beyond 64 bits are written digit for digit, see `encoding`);
+datetimes become ISO-8601 UTC (a naive one is taken as UTC). A value that cannot be sent raises
+BadValueError, which rejects its row only, naming the column and the reason.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,32 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from dagster_cdp.encoding import decimal_number, utc_iso
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.encoding import decimal_text, exact_number, utc_iso
 
 
 class BadValueError(ValueError):
-    """A single row's value cannot be sent (NaN, Infinity); that row is rejected and the others proceed."""
+    """A single row's value cannot be sent (NaN, Infinity, unreadable text); that row is rejected, the others proceed."""
+
+
+class Unreadable:
+    """A value the warehouse holds that could not be read as its column's type ('infinity', a malformed date)."""
+
+    __slots__ = ("text", "reason")
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.text!r}, {self.reason!r})"
 
 
 def to_json_value(value: Any, column: str) -> Any:
-    """Convert one column value; raises SourceError for a type the API cannot carry (the whole column is wrong)."""
-    if value is None or isinstance(value, (bool, str, int)):
+    """Convert one column value; raises BadValueError for a value the API cannot carry."""
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):
+        return exact_number(value)
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise BadValueError(f"column {column!r} holds {value}, which JSON cannot carry")
@@ -27,7 +46,7 @@ def to_json_value(value: Any, column: str) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise BadValueError(f"column {column!r} holds {value}, which JSON cannot carry")
-        return decimal_number(value)
+        return exact_number(value)
     if isinstance(value, dt.datetime):
         return utc_iso(value)
     if isinstance(value, (dt.date, dt.time)):
@@ -38,19 +57,30 @@ def to_json_value(value: Any, column: str) -> Any:
         return {str(k): to_json_value(v, column) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_json_value(v, column) for v in value]
-    raise SourceError(
-        f"Column {column!r} holds {type(value).__name__} values, which cannot be sent to Customer.io. "
-        "Leave it out of the mapping or convert it in the query (e.g. to hex/base64 text)."
-    )
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            raise BadValueError(f"column {column!r} holds bytes that are not UTF-8 text; convert them in the query "
+                                "(e.g. to hex or base64 text)") from None
+    if isinstance(value, Unreadable):
+        raise BadValueError(f"column {column!r} holds {value.text[:40]!r}, {value.reason}")
+    raise BadValueError(f"column {column!r} holds a {type(value).__name__} value, which cannot be sent to "
+                        "Customer.io; leave the column out of the mapping or convert it in the query")
 
 
 def to_key_part(value: Any, column: str) -> str | None:
-    """A key column value as the string identifier the API gets (None stays None: a NULL key)."""
+    """A key column value as the string identifier the API gets (None stays None: a NULL key).
+
+    Decimals keep every digit (`1.50` and `1.5` are one key, `1.000000000000000001` is not `1`).
+    """
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     converted = to_json_value(value, column)
     if isinstance(converted, (dict, list)):
-        raise SourceError(f"Key column {column!r} holds {type(value).__name__} values; a key must be a scalar.")
+        raise BadValueError(f"key column {column!r} holds a {type(value).__name__} value; a key must be a scalar")
+    if isinstance(converted, Decimal):
+        return decimal_text(converted)
     return str(converted)

@@ -1,0 +1,252 @@
+"""Reading a source exactly on every warehouse: a UTC session, and columns read in a form that cannot fail.
+
+A driver that fails a whole fetch on one value (psycopg on a timestamp of 'infinity' or year 10000,
+sqlite3 on text that is not UTF-8, a JSON parser on malformed text) would stop every good row with it.
+So such columns are read as text (a cast in the SELECT, or the raw driver value) and converted here, per
+value; what cannot be converted becomes an `Unreadable`, which rejects its row only (`values`).
+The session reads in UTC, so MySQL `TIMESTAMP` values and every text form of a time are the same instant
+whatever the server's, session's or process's time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from dagster_cdp.encoding import exact_loads
+from dagster_cdp.sync.values import Unreadable
+
+Fixer = Callable[[Any], Any]
+_DATE_RANGE = "which is not a date-time Customer.io can take (years 1 to 9999)"
+
+
+@dataclass(frozen=True)
+class SourceShape:
+    """The source's columns, and how to read each one so that no value can fail the fetch."""
+
+    columns: list[str]
+    casts: dict[str, str] = field(default_factory=dict)  # column -> SQL type it is read as
+    fixers: dict[int, Fixer] = field(default_factory=dict)  # column index -> per-value conversion
+
+    def select(self, source_sql: str, quote: Callable[[str], str]) -> str:
+        """A SELECT of `source_sql` with the casts applied (the source's own SQL when there are none)."""
+        if not self.casts:
+            return source_sql
+        columns = ", ".join(f"CAST({quote(c)} AS {self.casts[c]}) AS {quote(c)}" if c in self.casts else quote(c)
+                            for c in self.columns)
+        return f"SELECT {columns} FROM (\n{source_sql}\n) AS cdp_read"
+
+    def fix(self, rows: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+        if not self.fixers:
+            yield from rows
+            return
+        fixers = list(self.fixers.items())
+        for row in rows:
+            values = list(row)
+            for index, fixer in fixers:
+                if values[index] is not None:
+                    values[index] = fixer(values[index])
+            yield values
+
+
+@contextmanager
+def reading_session(connection: sa.Connection) -> Iterator[None]:
+    """Reads in UTC on this connection for the block (and, on SQLite, text that is not UTF-8 as `Unreadable`)."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # ends with the transaction
+        connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO, YMD'")
+        yield
+    elif name in ("mysql", "mariadb"):
+        before = connection.exec_driver_sql("SELECT @@session.time_zone").scalar_one()
+        connection.exec_driver_sql("SET time_zone = '+00:00'")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql("SET time_zone = %s", (before,))
+    elif name == "duckdb":
+        before = connection.exec_driver_sql("SELECT current_setting('TimeZone')").scalar_one()
+        connection.exec_driver_sql("SET SESSION TimeZone = 'UTC'")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SET SESSION TimeZone = '{before}'")
+    elif name == "sqlite":
+        raw = connection.connection.dbapi_connection
+        before = raw.text_factory
+        raw.text_factory = _utf8
+        try:
+            yield
+        finally:
+            raw.text_factory = before
+    else:
+        yield
+
+
+def source_shape(connection: sa.Connection, source_sql: str, declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    """How to read each column of `source_sql`; `declared` holds reflected types where the dialect reflects."""
+    result = execute(connection, f"SELECT * FROM (\n{source_sql}\n) AS cdp_src LIMIT 0")
+    description = result.cursor.description or []
+    result.close()
+    columns = [d[0] for d in description]
+    name = connection.dialect.name
+    if name == "postgresql":
+        return _postgresql(columns, [d[1] for d in description])
+    if name == "duckdb":
+        return _duckdb(columns, [str(d[1]).upper() for d in description])
+    if name in ("mysql", "mariadb"):
+        return _mysql(columns, description, declared)
+    return _declared(columns, declared)
+
+
+def execute(connection: sa.Connection, sql: str) -> sa.CursorResult:
+    """Runs SQL that has no parameters; the user's query may hold '%', which pyformat drivers would read as one."""
+    if connection.dialect.paramstyle in ("pyformat", "format"):
+        sql = sql.replace("%", "%%")
+    return connection.exec_driver_sql(sql)
+
+
+# PostgreSQL: type OIDs -> read as text and converted here (dates, times, JSON keep every digit this way).
+_PG_TEXT = {1114: "timestamp", 1184: "timestamptz", 1082: "date", 114: "json", 3802: "json"}
+
+
+def _postgresql(columns: list[str], oids: list[int]) -> SourceShape:
+    casts, fixers = {}, {}
+    for index, (column, oid) in enumerate(zip(columns, oids)):
+        kind = _PG_TEXT.get(oid)
+        if kind is not None:
+            casts[column] = "text"
+            fixers[index] = _TEXT_READERS[kind]
+        elif oid == 700:
+            fixers[index] = _single_precision
+    return SourceShape(columns, casts, fixers)
+
+
+def _duckdb(columns: list[str], types: list[str]) -> SourceShape:
+    fixers: dict[int, Fixer] = {}
+    for index, kind in enumerate(types):
+        if kind in ("FLOAT", "REAL", "FLOAT4"):
+            fixers[index] = _single_precision
+        elif kind == "JSON":
+            fixers[index] = _json
+        elif kind.startswith(("TIMESTAMP", "DATE")):
+            fixers[index] = _finite_moment  # DuckDB hands 'infinity' to Python as datetime.max
+    return SourceShape(columns, {}, fixers)
+
+
+_MYSQL_MOMENTS = {7, 10, 12}  # TIMESTAMP, DATE, DATETIME: pymysql hands back a zero date as text
+
+
+def _mysql(columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+           ) -> SourceShape:
+    fixers: dict[int, Fixer] = {}
+    for index, d in enumerate(description):
+        if d[1] in _MYSQL_MOMENTS:
+            fixers[index] = _moment_or_unreadable
+        elif d[1] == 245 or isinstance(declared.get(d[0]), sa.JSON):
+            fixers[index] = _json
+        elif d[1] == 1 and d[3] == 1:
+            fixers[index] = bool  # TINYINT(1), MySQL's BOOLEAN
+    return SourceShape(columns, {}, fixers)
+
+
+def _declared(columns: list[str], declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    """SQLite (and any other dialect): raw driver values, converted by the declared type of a table's column."""
+    fixers: dict[int, Fixer] = {}
+    for index, column in enumerate(columns):
+        kind = declared.get(column)
+        if isinstance(kind, sa.JSON):
+            fixers[index] = _json
+        elif isinstance(kind, sa.DateTime):
+            fixers[index] = _TEXT_READERS["timestamp"]
+        elif isinstance(kind, sa.Date):
+            fixers[index] = _TEXT_READERS["date"]
+        elif isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+            fixers[index] = _decimal
+        elif isinstance(kind, sa.Boolean):
+            fixers[index] = _boolean
+    return SourceShape(columns, {}, fixers)
+
+
+def _utf8(data: bytes) -> str | Unreadable:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return Unreadable(data.decode(errors="replace"), "which is not valid UTF-8 text")
+
+
+def _timestamp(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return Unreadable(value, _DATE_RANGE)
+
+
+def _date(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return Unreadable(value, _DATE_RANGE)
+
+
+def _moment_or_unreadable(value: Any) -> Any:
+    return Unreadable(value, _DATE_RANGE) if isinstance(value, str) else value
+
+
+def _finite_moment(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.replace(tzinfo=None) in (dt.datetime.max, dt.datetime.min):
+        return Unreadable("infinity", _DATE_RANGE)
+    if type(value) is dt.date and value in (dt.date.max, dt.date.min):
+        return Unreadable("infinity", _DATE_RANGE)
+    return value
+
+
+def _json(value: Any) -> Any:
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return exact_loads(value)
+    except (orjson.JSONDecodeError, ValueError):
+        return Unreadable(str(value), "which is not valid JSON")
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, (int, Decimal)):
+        return value
+    try:
+        return Decimal(repr(value) if isinstance(value, float) else str(value))
+    except InvalidOperation:
+        return Unreadable(str(value), "which is not a number")
+
+
+def _boolean(value: Any) -> Any:
+    if value in (0, 1):
+        return bool(value)
+    return Unreadable(str(value), "which is not a boolean (0 or 1)")
+
+
+def _single_precision(value: Any) -> Any:
+    """A 32-bit float as its shortest decimal form (0.1, not 0.10000000149011612)."""
+    if not isinstance(value, float) or value != value or value in (float("inf"), float("-inf")):
+        return value
+    packed = struct.pack("<f", value)
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack("<f", candidate) == packed:
+            return candidate
+    return value
+
+
+_TEXT_READERS: dict[str, Fixer] = {"timestamp": _timestamp, "timestamptz": _timestamp, "date": _date, "json": _json}
