@@ -24,11 +24,11 @@ def test_state_round_trips_long_unicode_keys_and_replaces_per_key(warehouse: War
     store.record("other", [KeyState("a" * 32, "same hash, other sync", "3" * 32, None, 1, 0, None, None)])
     assert store.settle("s") == 2 and not list(store.iter_rows("other", chunk_rows=1))
     store.record("s", [KeyState("b" * 32, "b", "2" * 32, None, 1, 0, None, None)])
-    store.record("s", [KeyState("b" * 32, "b", "4" * 32, None, 2, 0, None, None)])  # the latest append wins
+    store.record("s", [KeyState("b" * 32, "b", "4" * 32, None, 2, 0, None, None, "5" * 32)])  # the latest wins
     assert store.settle("s") == 2 and store.settle("s") == 0
     rows = sorted(tuple(r) for r in store.iter_rows("s", chunk_rows=1))
-    assert rows == [("a" * 32, long_key, "1" * 32, '{"type":"track"}', 1, 0, None, None),
-                    ("b" * 32, "b", "4" * 32, None, 2, 0, None, None)]
+    assert rows == [("a" * 32, long_key, "1" * 32, '{"type":"track"}', 1, 0, None, None, None),
+                    ("b" * 32, "b", "4" * 32, None, 2, 0, None, None, "5" * 32)]
     assert store.settle("other") == 1
     assert [row[1] for row in store.iter_rows("other", chunk_rows=1)] == ["same hash, other sync"]
     store.save_fingerprint("s", "f" * 32, {"mapping": {"kind": "People"}})
