@@ -60,7 +60,12 @@ def exact_loads(data: str | bytes) -> Any:
     raw = data.encode() if isinstance(data, str) else data
     if _LONG_NUMBER.search(raw) is None:
         return orjson.loads(raw)
-    return json.loads(raw, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)))
+    return json.loads(raw, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)),
+                      parse_constant=_not_json)
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
 
 
 def _default(value: Any) -> Any:

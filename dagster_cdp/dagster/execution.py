@@ -8,7 +8,14 @@ from pydantic import Field
 from dagster_cdp.dagster.partitions import partition_run
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
-from dagster_cdp.sync import MappingChangedError, SyncAbortedError, SyncDefinition, SyncReport, run_sync
+from dagster_cdp.sync import (
+    MappingChangedError,
+    SchemaChangedError,
+    SyncAbortedError,
+    SyncDefinition,
+    SyncReport,
+    run_sync,
+)
 
 
 class SyncRunConfig(dg.Config):
@@ -52,6 +59,12 @@ def execute_sync(
         except SyncAbortedError as e:
             raise dg.Failure(
                 description=f"{e} In Dagster, launch this step with run config `force: true` to send them anyway.",
+                allow_retries=False,
+            ) from e
+        except SchemaChangedError as e:
+            raise dg.Failure(
+                description=f"{e} In Dagster, set `on_schema_change` on the sync (YAML, or `meta.cdp` of the dbt "
+                "model), or launch this step once with run config `full_resync: true`.",
                 allow_retries=False,
             ) from e
         except MappingChangedError as e:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from dagster_cdp.encoding import dumps, exact_loads
 from dagster_cdp.emulator.faults import Fault, FaultConfig, FaultInjector
 from dagster_cdp.emulator.state import Workspace
 from dagster_cdp.emulator.validation import call_error
@@ -274,14 +275,14 @@ class Emulator:
             except (OSError, EOFError):
                 return _error(400, "malformed body: Content-Encoding is gzip but the body is not gzip data")
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            payload = exact_loads(body)  # numbers keep every digit, as Customer.io's parser would
+        except ValueError as exc:
             return _error(400, f"malformed JSON: {exc}")
         if not isinstance(payload, dict):
             return _error(400, "malformed body: send a JSON object")
 
         calls, batch_context, batch_integrations, shape_error = _unpack(kind, payload)
-        call_sizes = [len(orjson.dumps(call)) for call in calls]
+        call_sizes = [len(dumps(call)) for call in calls]
         if kind != "batch":
             payload["type"] = kind  # the route names a single call's type (sized above as received)
         with self._lock:
@@ -401,7 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.partition("?")[0]
         emulator = self.server.emulator
         if path == "/admin/state":
-            self._send(_Answer(200, orjson.dumps(emulator.snapshot())))
+            self._send(_Answer(200, dumps(emulator.snapshot())))
         elif path == "/admin/stats":
             self._send(_Answer(200, orjson.dumps(emulator.stats())))
         else:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from dagster_cdp.encoding import dumps, exact_loads
 from dagster_cdp.emulator.validation import DEVICE_EVENTS, effective_context, is_id
 
 DEFAULT_OBJECT_TYPE_ID = "1"
@@ -80,7 +79,7 @@ class Workspace:
             "aliases": self._aliases,
             "delivery_reports": self._delivery_reports,
         }
-        return orjson.loads(orjson.dumps(state))
+        return exact_loads(dumps(state))
 
     def _identify(self, call: dict[str, Any], context: dict[str, Any]) -> None:
         traits = call.get("traits") or {}
