@@ -92,7 +92,7 @@ ROW = st.fixed_dictionaries({
 })
 TABLE = st.dictionaries(st.integers(1, 25), ROW, max_size=25)  # ids repeat across steps: deleted keys come back
 STEPS = st.lists(st.tuples(TABLE, st.booleans()), min_size=1, max_size=5)  # (table content, full resync?)
-COLUMNS = {"id": sa.Integer, "plan": sa.String(10), "score": sa.Float, "note": sa.Text}
+COLUMNS = {"id": sa.Integer, "plan": sa.String(10), "score": sa.Double, "note": sa.Text}  # FLOAT is 32-bit in DuckDB
 SYNC = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))
 
 
