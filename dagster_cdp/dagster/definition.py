@@ -64,6 +64,9 @@ class SyncModel(BaseModel):
     partitions: int = Field(
         1, description="Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit)."
     )
+    lock_timeout: float = Field(
+        600, description="Seconds a run waits for another run of this sync to finish before failing (0: fail at once)."
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> SyncModel:
@@ -76,6 +79,8 @@ class SyncModel(BaseModel):
             raise ValueError(f"max_row_attempts must be at least 1, got {self.max_row_attempts}")
         if self.partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {self.partitions}")
+        if self.lock_timeout < 0:
+            raise ValueError(f"lock_timeout must be >= 0 seconds, got {self.lock_timeout}")
         return self
 
     def to_definition(self) -> SyncDefinition:
@@ -91,6 +96,7 @@ class SyncModel(BaseModel):
             context=self.context,
             integrations=self.integrations,
             partitions=self.partitions,
+            lock_timeout=self.lock_timeout,
         )
 
     def _mapping(self) -> People | Objects | Relationships | CallMapping:

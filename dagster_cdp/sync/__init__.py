@@ -10,7 +10,7 @@
 
 from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
 from dagster_cdp.sync.engine import run_sync
-from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
+from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError, SyncLockedError
 from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.state import StateStore
@@ -32,6 +32,7 @@ __all__ = [
     "Suppressions",
     "SyncAbortedError",
     "SyncDefinition",
+    "SyncLockedError",
     "SyncReport",
     "run_sync",
 ]

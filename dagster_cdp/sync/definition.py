@@ -80,6 +80,7 @@ class SyncDefinition:
     lookback: float | dt.timedelta = 0.0
     partitions: int = 1  # hash partitions of the key, each synced on its own (see `partitions`)
     partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
+    lock_timeout: float = 600.0  # seconds a run waits for another run of the sync to finish; 0: fail at once
 
     @property
     def send_once(self) -> bool:
@@ -97,6 +98,8 @@ class SyncDefinition:
             raise SourceError(f"Sync {self.name!r}: max_delete_fraction must be between 0 and 1.")
         if self.max_row_attempts < 1:
             raise SourceError(f"Sync {self.name!r}: max_row_attempts must be at least 1.")
+        if not self.lock_timeout >= 0:
+            raise SourceError(f"Sync {self.name!r}: lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}.")
         if isinstance(self.mapping, People) and self.mapping.id_column is None and self.mode == "mirror":
             raise SourceError(
                 f"Sync {self.name!r}: people identified only by email cannot be deleted (User Deleted needs a "

@@ -15,3 +15,7 @@ class SyncAbortedError(CdpError):
 
 class MappingChangedError(CdpError):
     """The mapping differs from the one the stored state was built with; a full resync must be asked for."""
+
+
+class SyncLockedError(CdpError):
+    """Another run of the same sync held its lock for longer than the run's `lock_timeout`; nothing was sent."""
