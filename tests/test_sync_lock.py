@@ -20,6 +20,7 @@ from dagster_cdp.dagster.definition import parse_sync
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, SyncLockedError, SyncReport, run_sync
 from dagster_cdp.sync.locks import Lease, lease_table
+from tests.polling import until
 from tests.test_sync_engine import PEOPLE_COLUMNS, people_rows
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
@@ -138,7 +139,7 @@ def test_a_lease_is_exclusive_renewed_and_taken_over_once_expired(warehouse: War
         assert first.acquire(0)
         assert not second.acquire(0.2)
         expiry = _expiry(warehouse, table)
-        _until(lambda: _expiry(warehouse, table) > expiry)  # renewed while held
+        until(lambda: _expiry(warehouse, table) > expiry)  # renewed while held
         with warehouse.engine.begin() as connection:  # as if its process had died a day ago
             connection.execute(sa.update(table).values(holder="dead", expires_at=expiry - dt.timedelta(days=1)))
         assert second.acquire(0)
@@ -151,15 +152,6 @@ def test_a_lease_is_exclusive_renewed_and_taken_over_once_expired(warehouse: War
 def _expiry(warehouse: Warehouse, table: sa.Table):
     with warehouse.engine.connect() as connection:
         return connection.execute(sa.select(table.c.expires_at)).scalar()
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    event = threading.Event()
-    for _ in range(_SIGNAL_TIMEOUT * 20):
-        if condition():
-            return
-        event.wait(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_lock_timeout_is_declared_in_yaml_and_cannot_be_negative() -> None:
