@@ -22,7 +22,7 @@ from dagster_cdp.sync import People, StateStore, SyncDefinition, SyncLockedError
 from dagster_cdp.sync.locks import Lease, lease_table
 from tests.polling import until
 from tests.test_sync_engine import PEOPLE_COLUMNS, people_rows
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import POSTGRES, Warehouse, warehouse  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"), lock_timeout=120)
@@ -160,3 +160,12 @@ def test_lock_timeout_is_declared_in_yaml_and_cannot_be_negative() -> None:
     assert parse_sync({"kind": "people", "name": "p", "table": "p", "id": "id"}).to_definition().lock_timeout == 600
     with pytest.raises(ValueError, match="lock_timeout must be >= 0"):
         parse_sync({"kind": "people", "name": "p", "table": "p", "id": "id", "lock_timeout": -1})
+
+
+def test_the_message_names_the_state_database_without_its_password() -> None:
+    store = StateStore(POSTGRES.replace("postgres@", "postgres:not-the-secret@"))  # trust: any password connects
+    with store.lock("people", timeout=0), pytest.raises(SyncLockedError) as raised:
+        with store.lock("people", timeout=0):
+            pass
+    assert "not-the-secret" not in str(raised.value) and "postgres:***@127.0.0.1" in str(raised.value)
+    store.engine.dispose()
