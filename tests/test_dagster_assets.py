@@ -20,8 +20,10 @@ from dagster_cdp import (
     sync_asset_spec,
     sync_automation_condition,
 )
+from dagster_cdp.dagster.execution import sync_pool
 from dagster_cdp.emulator import Emulator, FaultConfig
-from dagster_cdp.sync import People, SyncDefinition
+from dagster_cdp.sync import People, StateStore, SyncDefinition
+from tests.polling import until
 from tests.warehouses import execute, sqlite_warehouse
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id"))
@@ -226,25 +228,52 @@ def test_the_check_alone_sends_nothing_and_the_sync_runs_without_its_check(emula
     assert _metadata(result)["inserted"] == 20 and result.get_asset_check_evaluations() == []
 
 
+def test_a_held_lock_fails_the_step_saying_what_to_do(emulator: Emulator, warehouse_url: str) -> None:
+    impatient = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id"), lock_timeout=0)
+    with StateStore(warehouse_url).lock("people", timeout=0):
+        result = dg.materialize([build_sync_asset(impatient)], resources=_resources(emulator, warehouse_url),
+                                raise_on_error=False)
+    assert not result.success
+    assert "Sync 'people' is already running" in _failure_text(result) and "lock_timeout" in _failure_text(result)
+    assert emulator.stats()["requests"] == 0
+
+
 def test_a_pool_limit_of_one_keeps_two_runs_of_a_sync_from_overlapping(emulator: Emulator, warehouse_url: str,
                                                                         tmp_path: Path) -> None:
-    """Two processes run one sync at once on an instance whose pools hold 1: the second waits for the slot."""
+    """Two processes run one sync on an instance whose pools hold 1: the second waits for the slot.
+
+    Dagster claims a slot by reading, then writing (on SQLite storage without a row lock), so two steps that
+    claim at the same instant can both get it. The test therefore starts the second run only once the first
+    holds the slot, and keeps the first there by holding the sync's engine lock until the second is queued.
+    """
     (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
-    emulator.set_faults(FaultConfig(delay_rate=1.0, delay_seconds=0.5))  # a run holds its slot for a while
-    dg.DagsterInstance.from_config(str(tmp_path)).dispose()  # create its storage, or both children would
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    children = [subprocess.Popen([sys.executable, "-c", POOL_CHILD, emulator.url, warehouse_url], env=env,
-                                 cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
-                for _ in range(2)]
-    outputs = [child.communicate(timeout=120)[0] for child in children]
-    assert [child.returncode for child in children] == [0, 0], "a run of the sync failed (see its log above)"
-    runs = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        spans = sorted((_step_time(instance, run["run_id"], dg.DagsterEventType.STEP_START),
-                        _step_time(instance, run["run_id"], dg.DagsterEventType.STEP_SUCCESS)) for run in runs)
+        with StateStore(warehouse_url).lock("people", timeout=0):  # the first run waits here, in its slot
+            children = [_pool_child(emulator, warehouse_url, env)]
+            [holder] = until(lambda: _pool(instance).active_run_ids)
+            children.append(_pool_child(emulator, warehouse_url, env))
+            [queued] = until(lambda: _pool(instance).pending_run_ids)
+            assert queued != holder and _pool(instance).active_run_ids == {holder}
+            assert not instance.get_records_for_run(queued, of_type=dg.DagsterEventType.STEP_START).records
+        outputs = [child.communicate(timeout=120)[0] for child in children]
+        assert [child.returncode for child in children] == [0, 0], "a run of the sync failed (see its log above)"
+        runs = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
+        assert [run["run_id"] for run in runs] == [holder, queued]
+        spans = [(_step_time(instance, run["run_id"], dg.DagsterEventType.STEP_START),
+                  _step_time(instance, run["run_id"], dg.DagsterEventType.STEP_SUCCESS)) for run in runs]
     assert spans[0][1] <= spans[1][0], f"the two runs of the sync overlapped: {spans}"
-    assert sorted(run["inserted"] for run in runs) == [0, 20]
+    assert [run["inserted"] for run in runs] == [20, 0]
     assert emulator.stats()["repeats"] == 0
+
+
+def _pool_child(emulator: Emulator, warehouse_url: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", POOL_CHILD, emulator.url, warehouse_url], env=env,
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+
+
+def _pool(instance: dg.DagsterInstance):
+    return instance.event_log_storage.get_concurrency_info(sync_pool(PEOPLE))
 
 
 POOL_CHILD = """

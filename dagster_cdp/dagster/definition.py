@@ -67,6 +67,8 @@ class SyncModel(BaseModel):
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = Field(
         "fail", description="When a mapping that sends every column sees columns added or removed (as in dbt): "
         "fail (send nothing), append_new_columns (send new ones), sync_all_columns (also clear removed ones)."
+    lock_timeout: float = Field(
+        600, description="Seconds a run waits for another run of this sync to finish before failing (0: fail at once)."
     )
 
     @model_validator(mode="after")
@@ -80,6 +82,8 @@ class SyncModel(BaseModel):
             raise ValueError(f"max_row_attempts must be at least 1, got {self.max_row_attempts}")
         if self.partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {self.partitions}")
+        if self.lock_timeout < 0:
+            raise ValueError(f"lock_timeout must be >= 0 seconds, got {self.lock_timeout}")
         return self
 
     def to_definition(self) -> SyncDefinition:
@@ -96,6 +100,7 @@ class SyncModel(BaseModel):
             integrations=self.integrations,
             partitions=self.partitions,
             on_schema_change=self.on_schema_change,
+            lock_timeout=self.lock_timeout,
         )
 
     def _mapping(self) -> People | Objects | Relationships | CallMapping:

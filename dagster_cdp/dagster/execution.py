@@ -13,6 +13,7 @@ from dagster_cdp.sync import (
     SchemaChangedError,
     SyncAbortedError,
     SyncDefinition,
+    SyncLockedError,
     SyncReport,
     run_sync,
 )
@@ -41,7 +42,7 @@ def execute_sync(
     warehouse: WarehouseResource,
     config: SyncRunConfig,
 ) -> SyncReport:
-    """Runs the sync; a guard or mapping change becomes a Failure naming the run config that overrides it."""
+    """Runs the sync; a guard, mapping change or held lock becomes a Failure saying what to change."""
     definition, customerio = partition_run(context, definition, customerio)
     with warehouse.connect() as (engine, state):
         client = None if config.dry_run else customerio.get_client()
@@ -71,6 +72,11 @@ def execute_sync(
             raise dg.Failure(
                 description=f"{e} In Dagster, launch this step with run config `full_resync: true`.",
                 allow_retries=False,
+            ) from e
+        except SyncLockedError as e:
+            raise dg.Failure(
+                description=f"{e} In Dagster, give the sync a pool limit of 1 (pool {sync_pool(definition)!r}) so "
+                f"its runs queue instead, or raise `lock_timeout` in its YAML or dbt `meta.cdp`.",
             ) from e
         finally:
             if client is not None:

@@ -10,7 +10,13 @@
 
 from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
 from dagster_cdp.sync.engine import run_sync
-from dagster_cdp.sync.errors import MappingChangedError, SchemaChangedError, SourceError, SyncAbortedError
+from dagster_cdp.sync.errors import (
+    MappingChangedError,
+    SchemaChangedError,
+    SourceError,
+    SyncAbortedError,
+    SyncLockedError,
+)
 from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.state import StateStore
@@ -33,6 +39,7 @@ __all__ = [
     "Suppressions",
     "SyncAbortedError",
     "SyncDefinition",
+    "SyncLockedError",
     "SyncReport",
     "run_sync",
 ]

@@ -81,6 +81,7 @@ class SyncDefinition:
     partitions: int = 1  # hash partitions of the key, each synced on its own (see `partitions`)
     partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = "fail"  # see `schema_drift`
+    lock_timeout: float = 600.0  # seconds a run waits for another run of the sync to finish; 0: fail at once
 
     @property
     def send_once(self) -> bool:
@@ -101,6 +102,8 @@ class SyncDefinition:
         if self.on_schema_change not in ("fail", "append_new_columns", "sync_all_columns"):
             raise SourceError(f"Sync {self.name!r}: on_schema_change must be 'fail', 'append_new_columns' or "
                               f"'sync_all_columns' (as in dbt), got {self.on_schema_change!r}.")
+        if not self.lock_timeout >= 0:
+            raise SourceError(f"Sync {self.name!r}: lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}.")
         if isinstance(self.mapping, People) and self.mapping.id_column is None and self.mode == "mirror":
             raise SourceError(
                 f"Sync {self.name!r}: people identified only by email cannot be deleted (User Deleted needs a "

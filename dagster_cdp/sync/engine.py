@@ -70,6 +70,7 @@ def run_sync(
     """Sync one definition; with dry_run, report what would be sent without sending or writing anything.
 
     (A dry run does fold the acknowledgements of a killed run into the state table: that changes no key's state.)
+    Runs of one sync take turns (see StateStore.lock): the later one then sends only what is still needed.
     """
     started = time.monotonic()
     log = log or _log
@@ -83,12 +84,13 @@ def run_sync(
             definition.name, definition.partition, definition.partitions))  # its own state, messageIds, report
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
-    try:
-        with bounded_duckdb(engine), bounded_duckdb(store.engine):
-            return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
-    finally:
-        if isinstance(warehouse, str):
-            engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
+    with store.lock(definition.name, definition.lock_timeout, log):  # released after the DuckDB file is closed
+        try:
+            with bounded_duckdb(engine), bounded_duckdb(store.engine):
+                return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
+        finally:
+            if isinstance(warehouse, str):
+                engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
 
 
 def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient | None, store: StateStore,

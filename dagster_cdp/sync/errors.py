@@ -19,3 +19,7 @@ class MappingChangedError(CdpError):
 
 class SchemaChangedError(MappingChangedError):
     """The source's columns changed under a mapping that takes every column, and on_schema_change is 'fail'."""
+
+
+class SyncLockedError(CdpError):
+    """Another run of the same sync held its lock for longer than the run's `lock_timeout`; nothing was sent."""

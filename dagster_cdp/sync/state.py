@@ -13,8 +13,10 @@ its only writer besides `forget`, and it keeps one row per key.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import CursorMark
+from dagster_cdp.sync.locks import hold, lease_table
 from dagster_cdp.sync.source import as_engine
 
 _IN_CHUNK = 500
@@ -71,6 +74,7 @@ class StateStore:
             sa.Column("mark", sa.BigInteger, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
+        self._locks = lease_table(sa.MetaData(schema=schema), f"{table_prefix}locks")  # not in create_tables
         self._metadata = metadata
         self._seq = 0
 
@@ -95,6 +99,13 @@ class StateStore:
             with self.engine.begin() as connection:  # columns by a query: duckdb-engine cannot always reflect
                 if "row_hash" not in connection.exec_driver_sql(f"SELECT * FROM {name} WHERE 1 = 0").keys():
                     connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN row_hash VARCHAR(32)")
+
+    def lock(self, sync: str, timeout: float, log: logging.Logger | None = None) -> AbstractContextManager[None]:
+        """Holds the lock of `sync` while a run reads and writes its state, so two runs never send the same calls.
+
+        Waits up to `timeout` seconds (0: not at all) for another run's lock, then raises SyncLockedError.
+        """
+        return hold(self.engine, self._locks, self.state.fullname, sync, timeout, log or logging.getLogger(__name__))
 
     def fingerprint(self, sync: str) -> tuple[str, dict] | None:
         """The stored (fingerprint, fingerprint fields) of a sync, or None for a sync never run."""
