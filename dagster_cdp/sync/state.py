@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from dagster_cdp.sync.cursor import CursorMark
 from dagster_cdp.sync.source import as_engine
@@ -27,6 +28,10 @@ from dagster_cdp.sync.source import as_engine
 _IN_CHUNK = 500
 _UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
 _COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
+_MYSQL = ("mysql", "mariadb")
+# Sync names compare byte for byte: MySQL/MariaDB's default collations ignore case, so `People` and `people`
+# would share one state and each would delete the other's keys.
+_SYNC_NAME = sa.String(200).with_variant(mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), *_MYSQL)
 
 
 @dataclass
@@ -51,7 +56,7 @@ class StateStore:
         metadata = sa.MetaData(schema=schema)
         self.syncs = sa.Table(
             f"{table_prefix}syncs", metadata,
-            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("sync", _SYNC_NAME, primary_key=True),
             sa.Column("fingerprint", sa.String(32), nullable=False),
             sa.Column("definition", sa.Text, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
@@ -62,7 +67,7 @@ class StateStore:
                              sa.Column("seq", sa.BigInteger, nullable=False))
         self.cursors = sa.Table(
             f"{table_prefix}cursors", metadata,
-            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("sync", _SYNC_NAME, primary_key=True),
             sa.Column("cursor_column", sa.Text, nullable=False),
             sa.Column("kind", sa.String(20), nullable=False),
             sa.Column("mark", sa.BigInteger, nullable=False),
@@ -70,16 +75,43 @@ class StateStore:
         )
         self._metadata = metadata
         self._seq = 0
+        self._upgraded = self.engine.dialect.name not in _MYSQL
 
     def __repr__(self) -> str:
         return f"StateStore({self.engine.url.render_as_string(hide_password=True)!r}, table={self.state.fullname!r})"
 
     def exists(self) -> bool:
-        inspector = sa.inspect(self.engine)
-        return all(inspector.has_table(t.name, schema=t.schema) for t in (self.syncs, self.state))
+        return all(self._has(t) for t in (self.syncs, self.state))
 
     def create_tables(self) -> None:
         self._metadata.create_all(self.engine, checkfirst=True)
+        self._upgrade()
+
+    def _has(self, table: sa.Table) -> bool:
+        """Whether a state table exists; the first look also upgrades tables an earlier version created."""
+        self._upgrade()
+        return sa.inspect(self.engine).has_table(table.name, schema=table.schema)
+
+    def _upgrade(self) -> None:
+        """Makes `sync` columns an earlier version created with a case-insensitive collation compare exactly.
+
+        Altered in place, so an upgrade keeps the state: an exact collation only tells apart names the old one merged.
+        """
+        if self._upgraded:
+            return
+        tables = {t.name: t for t in self._metadata.tables.values()}
+        found = sa.text(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
+            "AND table_name IN :names AND column_name = 'sync' AND collation_name <> 'utf8mb4_bin'"
+        ).bindparams(sa.bindparam("names", expanding=True))
+        preparer = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as connection:
+            for name in connection.execute(found, {"schema": self._metadata.schema, "names": list(tables)}).scalars():
+                column = tables[name].c.sync
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {preparer.format_table(tables[name])} MODIFY sync "
+                    f"{column.type.compile(dialect=self.engine.dialect)} NOT NULL")
+        self._upgraded = True
 
     def fingerprint(self, sync: str) -> tuple[str, dict] | None:
         """The stored (fingerprint, fingerprint fields) of a sync, or None for a sync never run."""
@@ -149,8 +181,7 @@ class StateStore:
 
         Runs at the end of every sync, and at the start of the next one in case a run was killed before.
         """
-        inspector = sa.inspect(self.engine)
-        if not inspector.has_table(self.acks.name, schema=self.acks.schema):
+        if not self._has(self.acks):
             return 0
         a, s = self.acks.c, self.state.c
         fields = [c.name for c in self.state.columns]
@@ -178,7 +209,7 @@ class StateStore:
 
     def cursor_mark(self, sync: str) -> CursorMark | None:
         """The high-water mark of an incremental send-once sync, or None before its first completed run."""
-        if not sa.inspect(self.engine).has_table(self.cursors.name, schema=self.cursors.schema):
+        if not self._has(self.cursors):
             return None
         c = self.cursors.c
         with self.engine.connect() as connection:
@@ -201,7 +232,7 @@ class StateStore:
 
 def _state_columns(*, primary_key: bool) -> list[sa.Column]:
     return [
-        sa.Column("sync", sa.String(200), primary_key=primary_key, nullable=False),
+        sa.Column("sync", _SYNC_NAME, primary_key=primary_key, nullable=False),
         sa.Column("key_hash", sa.String(32), primary_key=primary_key, nullable=False),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("payload_hash", sa.String(32), nullable=True),
