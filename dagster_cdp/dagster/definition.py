@@ -321,6 +321,28 @@ def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
         raise InvalidSyncError([(tuple(err["loc"]), _message(kind, model, err)) for err in errors]) from None
 
 
+def name_clash(names: Sequence[str]) -> tuple[int, str] | None:
+    """(position, problem) of the first name equal to an earlier one, or differing from it only in case.
+
+    Names key the stored state, and some databases (MySQL's default collations) compare text without case.
+    """
+    seen: dict[str, str] = {}
+    for index, name in enumerate(names):
+        earlier = seen.get(name.casefold())
+        if earlier == name:
+            return index, f"sync name {name!r} is used twice; names key the state"
+        if earlier is not None:
+            return index, f"sync names {earlier!r} and {name!r} differ only in case; names key the state: rename one"
+        seen[name.casefold()] = name
+    return None
+
+
+def check_names(definitions: Sequence[SyncDefinition]) -> None:
+    """Refuses syncs built in Python whose names clash (see `name_clash`), before any asset exists."""
+    if clash := name_clash([d.name for d in definitions]):
+        raise ValueError(clash[1])
+
+
 def _message(kind: str, model: type[SyncModel], error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return f"{error['loc'][-1]!r} is not a field of {kind} syncs; their fields are {', '.join(model.model_fields)}"
