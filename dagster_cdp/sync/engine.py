@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import CursorMark, next_mark
+from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
@@ -24,7 +25,7 @@ from dagster_cdp.sync.memory import bounded_duckdb
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import HASH_METHOD, plan_pushdown
 from dagster_cdp.sync.report import RowRejection, SyncReport
-from dagster_cdp.sync.source import CHUNK_ROWS, as_engine, read_source
+from dagster_cdp.sync.source import CHUNK_ROWS, read_source
 from dagster_cdp.sync.state import KeyState, StateStore
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def run_sync(
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
     try:
+        check_connects(engine, store.engine)
         with bounded_duckdb(engine), bounded_duckdb(store.engine):
             return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
     finally:

@@ -9,15 +9,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
 
 CHUNK_ROWS = 10_000
 _JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
-
-
-def as_engine(warehouse: str | sa.Engine) -> sa.Engine:
-    return sa.create_engine(warehouse) if isinstance(warehouse, str) else warehouse
+_QUOTED_NAME = re.compile(r"""(["'`])([^"'`]+)\1""")
 
 
 def source_statement(definition: SyncDefinition, engine: sa.Engine, since: sa.BindParameter | None = None
@@ -48,7 +46,7 @@ def source_statement(definition: SyncDefinition, engine: sa.Engine, since: sa.Bi
             raise SourceError(
                 f"Sync {definition.name!r}: table {definition.table!r} does not exist at "
                 f"{engine.url.render_as_string(hide_password=True)}; check its name and schema "
-                '("schema.table"), or use query= instead.'
+                f'("schema.table"), or use query= instead.{_other_case(inspector, [definition.table])}'
             )
         try:
             columns = inspector.get_columns(name, schema=schema or None)
@@ -72,13 +70,41 @@ def _json_checked_columns(connection: sa.Connection, name: str, schema: str | No
     return {m.group(1) for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
 
 
+def _read_failed(definition: SyncDefinition, connection: sa.Connection, error: sa.exc.DBAPIError) -> SourceError:
+    """The driver's reason the source could not be read (it names the missing table or column), with the URL."""
+    connection.rollback()  # PostgreSQL answers nothing more in a failed transaction, the hint's lookup included
+    hint = _other_case(sa.inspect(connection), [m.group(2) for m in _QUOTED_NAME.finditer(str(error.orig))])
+    url = connection.engine.url.render_as_string(hide_password=True)
+    return SourceError(f"Sync {definition.name!r}: reading the source at {url} failed: "
+                       f"{driver_reason(error, connection.engine)}{hint}")
+
+
+def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
+    """A hint when a missing table exists with its name in another case, which this database tells apart."""
+    for missing in names:
+        schema, _, name = missing.rpartition(".")
+        try:
+            tables = inspector.get_table_names(schema=schema or None)
+        except sa.exc.DBAPIError:
+            continue  # not a schema either: the driver's message stands alone
+        for table in tables:
+            if table != name and table.casefold() == name.casefold():
+                folds = (" (PostgreSQL folds unquoted names to lower case: quote a name to keep its case)"
+                         if inspector.dialect.name == "postgresql" else "")
+                return f" Table names are case-sensitive here{folds}, and the table is named {table!r}."
+    return ""
+
+
 @contextmanager
 def read_source(engine: sa.Engine, definition: SyncDefinition, since: sa.BindParameter | None = None
                 ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
     """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one."""
     statement = source_statement(definition, engine, since)
     with engine.connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
+        try:
+            result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
+        except sa.exc.DBAPIError as e:
+            raise _read_failed(definition, connection, e) from None
         try:
             yield list(result.keys()), (row for partition in result.partitions() for row in partition)
         finally:

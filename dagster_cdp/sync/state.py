@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from dagster_cdp.sync.cursor import CursorMark
-from dagster_cdp.sync.source import as_engine
+from dagster_cdp.sync.database import as_engine
 
 _IN_CHUNK = 500
 _UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
