@@ -27,6 +27,7 @@ from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, hash_hex
 from dagster_cdp.sync.partitions import partition_sql
 from dagster_cdp.sync.report import RowRejection, SyncReport
+from dagster_cdp.sync.source import subquery_text
 from dagster_cdp.sync.state import StateStore
 
 HASH_METHOD = "sql-md5-json-1"
@@ -235,7 +236,7 @@ def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateSto
 
 def _source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
     if definition.query is not None:
-        return definition.query.strip().rstrip(";")
+        return subquery_text(definition.query)
     schema, _, name = definition.table.rpartition(".")
     return f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
 

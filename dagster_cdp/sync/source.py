@@ -15,12 +15,32 @@ from dagster_cdp.sync.errors import SourceError
 
 CHUNK_ROWS = 10_000
 _JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
+# Strings, quoted names, comments, and runs of anything else: enough to find where a query's last statement ends.
+_SQL_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL)
 _QUOTED_NAME = re.compile(r"""(["'`])([^"'`]+)\1""")
+
+
+def trimmed_query(query: str) -> str:
+    """The user's query without its trailing semicolons and comments, which some drivers take for a second
+    statement."""
+    end = 0
+    for token in _SQL_TOKEN.finditer(query):
+        text = token.group()
+        if not (text.isspace() or text == ";" or text.startswith(("--", "/*"))):
+            end = token.end()
+    return query[:end]
+
+
+def subquery_text(query: str) -> str:
+    """The user's query ready to go inside `( )`: trimmed, and on lines of its own, so that a `-- comment` the
+    trimming did not recognise cannot swallow the closing parenthesis."""
+    return f"\n{trimmed_query(query)}\n"
 
 
 def source_statement(definition: SyncDefinition, engine: sa.Engine, since: sa.BindParameter | None = None
                      ) -> sa.Executable:
-    """The user's query as given, or `SELECT *` from the table typed by reflection where the dialect can reflect.
+    """The user's query (trimmed), or `SELECT *` from the table typed by reflection where the dialect can reflect.
 
     With `since`, only rows whose cursor column is >= it (an incremental read of a send-once sync).
 
@@ -32,9 +52,8 @@ def source_statement(definition: SyncDefinition, engine: sa.Engine, since: sa.Bi
     where = "" if since is None else f" WHERE {preparer.quote_identifier(definition.cursor_column)} >= :{since.key}"
     if definition.query is not None:
         if since is None:
-            return sa.text(definition.query)
-        query = definition.query.strip().rstrip(";")
-        return sa.text(f"SELECT * FROM ({query}) cdp_source{where}").bindparams(since)
+            return sa.text(trimmed_query(definition.query))
+        return sa.text(f"SELECT * FROM ({subquery_text(definition.query)}) cdp_source{where}").bindparams(since)
     schema, _, name = definition.table.rpartition(".")
     table = sa.table(name, schema=schema or None)
     statement = sa.text(f"SELECT * FROM {preparer.format_table(table)}{where}")
