@@ -324,7 +324,8 @@ def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
 def name_clash(names: Sequence[str]) -> tuple[int, str] | None:
     """(position, problem) of the first name equal to an earlier one, or differing from it only in case.
 
-    Names key the stored state, and some databases (MySQL's default collations) compare text without case.
+    Names key the stored state; names differing only in case are refused too, since people (and MySQL's default
+    collations) take them for one name.
     """
     seen: dict[str, str] = {}
     for index, name in enumerate(names):

@@ -30,7 +30,7 @@ class CustomerIOResource(dg.ConfigurableResource):
     @field_validator("base_url", mode="before")
     @classmethod
     def _valid_base_url(cls, base_url: str | None) -> str | None:
-        """Refused when the resource is built, not when a run first sends (an EnvVar is checked then)."""
+        """Refused when the resource is built, not retried when a run sends (an EnvVar when a run resolves it)."""
         return base_url if not base_url or isinstance(base_url, dg.EnvVar) else check_base_url(base_url)
 
     def get_client(self) -> PipelinesClient:
