@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -75,6 +76,18 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return None
 
 
+def check_base_url(base_url: str) -> str:
+    """The API host without a trailing slash; refused early if malformed, as it would otherwise be retried as a
+    network fault until the retries run out."""
+    url = base_url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+    if url.endswith("/v1"):
+        raise ValueError(f"base_url {url!r} must not end with /v1: give the host only")
+    return url
+
+
 class PipelinesClient:
     """Sends calls to the Data Pipelines API: single calls, or many at once with `deliver`/`send`.
 
@@ -111,9 +124,7 @@ class PipelinesClient:
                 f"drop the region or use a {region.upper()} key"
             )
         self.region: str = region or key_region or "us"
-        self.base_url = (base_url or REGION_HOSTS[self.region]).rstrip("/")
-        if self.base_url.endswith("/v1"):
-            raise ValueError(f"base_url {self.base_url!r} must not end with /v1: give the host only")
+        self.base_url = check_base_url(base_url or REGION_HOSTS[self.region])
         if max_concurrency < 1 or max_attempts < 1:
             raise ValueError("max_concurrency and max_attempts must be at least 1")
         self.strict = strict

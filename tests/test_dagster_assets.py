@@ -15,6 +15,7 @@ from dagster_cdp import (
     CustomerIOResource,
     WarehouseResource,
     build_sync_asset,
+    build_sync_assets,
     build_sync_job,
     build_sync_schedule,
     sync_asset_spec,
@@ -292,3 +293,10 @@ print(json.dumps({"run_id": result.run_id, "inserted": _metadata(result)["insert
 def _step_time(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> float:
     [record] = instance.get_records_for_run(run_id, of_type=event_type).records
     return record.event_log_entry.timestamp
+
+
+def test_syncs_whose_names_differ_only_in_case_are_refused() -> None:
+    shouting = SyncDefinition(name="PEOPLE", table="people", mapping=People(id_column="user_id"))
+    for build in (build_sync_assets, build_sync_job):
+        with pytest.raises(ValueError, match="sync names 'people' and 'PEOPLE' differ only in case"):
+            build([PEOPLE, shouting])

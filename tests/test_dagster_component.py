@@ -93,6 +93,7 @@ def test_malformed_yaml_points_at_the_bad_line() -> None:
         ("kind: people", "kind: persons", 6, "kind must be one of people, objects, relationships"),
         ('object_type: "2"', "object_type: two", 14, "object_type must be an integer object type id"),
         ("name: accounts", "name: people", 10, "sync name 'people' is used twice"),
+        ("name: accounts", "name: People", 10, "sync names 'people' and 'People' differ only in case"),
         ("      table: people\n", "", 5, "needs exactly one of `table` or `query`"),
     ],
 )

@@ -45,3 +45,11 @@ def test_a_bad_meta_cdp_names_the_model_and_the_field() -> None:
     message = str(raised.value)
     assert "dbt model customers (models/customers.sql).meta.cdp.user" in message
     assert "'user' is not a field of people syncs" in message
+
+
+def test_meta_cdp_names_differing_only_in_case_are_refused_naming_both_models() -> None:
+    manifest = {"nodes": {"a": _node("customers", {"cdp": {"kind": "people", "id": "id", "name": "People"}}),
+                          "b": _node("leads", {"cdp": {"kind": "people", "id": "id", "name": "people"}})}}
+    with pytest.raises(InvalidSyncError, match=r"dbt models customers, leads\.meta\.cdp\.name: sync names 'People' "
+                                               r"and 'people' differ only in case"):
+        dbt_declared_syncs(manifest)

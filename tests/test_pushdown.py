@@ -74,12 +74,12 @@ def test_null_and_empty_text_are_different_values(pushdown_warehouse: Warehouse,
     assert "plan" not in emulator.snapshot()["people"]["2"]["traits"]
 
 
-def test_a_query_with_percent_signs_and_a_listed_trait(pushdown_warehouse: Warehouse, emulator: Emulator,
-                                                        client) -> None:
+def test_a_query_with_percent_signs_a_trailing_comment_and_a_listed_trait(pushdown_warehouse: Warehouse,
+                                                                          emulator: Emulator, client) -> None:
     warehouse = pushdown_warehouse
     rows = people_rows(range(1, 21))
     table = warehouse.create("people", PEOPLE_COLUMNS, rows)
-    definition = SyncDefinition(name="people_query", query="SELECT * FROM people WHERE email LIKE 'u%'",
+    definition = SyncDefinition(name="people_query", query="SELECT * FROM people WHERE email LIKE 'u%'; -- u for user",
                                 mapping=People(id_column="id", traits=["plan"]))
     first = run_sync(definition, warehouse=warehouse.engine, client=client)
     assert (first.inserted, first.diff) == (20, "in-warehouse")

@@ -30,6 +30,7 @@ from dagster_cdp.sync import (
     run_sync,
 )
 from dagster_cdp.sync.cursor import CursorMark, next_mark
+from dagster_cdp.sync.source import trimmed_query
 from tests.reliability import kill_after_requests
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
@@ -137,6 +138,29 @@ def test_events_are_sent_once_and_read_incrementally(warehouse: Warehouse, emula
         run_sync(fewer, warehouse=warehouse.engine, client=client)
     assert run_sync(fewer, warehouse=warehouse.engine, client=client, full_resync=True).inserted == 0
     assert len(emulator.snapshot()["events"]) == 13
+
+
+@pytest.mark.parametrize("query", ["SELECT * FROM events -- every event", "select * from events;\n",
+                                   "SELECT * FROM events ; /* all */ -- every event\n;"])
+def test_a_query_ending_in_a_comment_or_semicolon_reads_incrementally(warehouse: Warehouse, emulator: Emulator,
+                                                                       client, query: str) -> None:
+    table = warehouse.create("events", EVENT_COLUMNS, [event(i, minutes=i) for i in range(1, 6)])
+    by_query = dataclasses.replace(EVENTS, table=None, query=query, cursor_column="event_id", lookback=0)
+    assert run_sync(by_query, warehouse=warehouse.engine, client=client).inserted == 5
+    for i in (6, 7):  # each run reads from the cursor's mark, wrapping the query
+        warehouse.insert(table, [event(i, minutes=i)])
+        report = run_sync(by_query, warehouse=warehouse.engine, client=client)
+        assert (report.inserted, report.source_rows) == (1, 2)  # the new row, and the mark's own
+    assert sorted(sent_events(emulator)) == list(range(1, 8))
+
+
+@pytest.mark.parametrize(("query", "trimmed"), [
+    ("SELECT '--;' AS a, \"x--\" FROM t -- note; more\n;  ", "SELECT '--;' AS a, \"x--\" FROM t"),
+    ("SELECT 'it''s' /* inline */ FROM t /* end */;", "SELECT 'it''s' /* inline */ FROM t"),
+    ("SELECT $$ -- $$ FROM t", "SELECT $$ -- $$ FROM t"),
+])
+def test_only_trailing_semicolons_and_comments_are_trimmed(query: str, trimmed: str) -> None:
+    assert trimmed_query(query) == trimmed
 
 
 def test_event_delivery_failing_midway_leaves_no_gap_and_no_repeat(warehouse: Warehouse, emulator: Emulator) -> None:

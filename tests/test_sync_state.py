@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import Objects, StateStore, SyncDefinition, run_sync
+from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.state import KeyState
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
@@ -102,3 +102,48 @@ def test_a_run_killed_before_settling_is_folded_in_by_the_next_and_nothing_is_re
     assert emulator.stats()["requests"] == requests
     assert "a previous run stopped before settling its state; folded its 50 acknowledgements" in caplog.text
     assert len(list(StateStore(warehouse.engine).iter_rows("things", chunk_rows=100))) == 50
+
+
+def _sync_collations(warehouse: Warehouse) -> set[str]:
+    with warehouse.engine.connect() as connection:
+        return set(connection.exec_driver_sql(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND table_name LIKE 'cdp\\_%%' AND column_name = 'sync'").scalars())
+
+
+@pytest.mark.parametrize("warehouse", ["mariadb"], indirect=True)
+def test_sync_names_differing_only_in_case_keep_separate_state(warehouse: Warehouse, emulator: Emulator) -> None:
+    warehouse.create("customers", {"id": sa.String(10), "plan": sa.String(10)},
+                     [{"id": "a", "plan": "gold"}, {"id": "b", "plan": "gold"}])
+    warehouse.create("leads", {"id": sa.String(10), "plan": sa.String(10)}, [{"id": "c", "plan": "trial"}])
+    upper = SyncDefinition(name="People", table="customers", mapping=People(id_column="id"))
+    lower = SyncDefinition(name="people", table="leads", mapping=People(id_column="id"))
+    with PipelinesClient("test-key", base_url=emulator.url) as client:
+        for _ in range(2):  # the second round finds each sync's own state, and deletes nothing of the other's
+            assert run_sync(upper, warehouse=warehouse.engine, client=client).deleted == 0
+            assert run_sync(lower, warehouse=warehouse.engine, client=client).deleted == 0
+    assert emulator.snapshot()["people"] == {"a": {"traits": {"plan": "gold"}, "active": False},
+                                             "b": {"traits": {"plan": "gold"}, "active": False},
+                                             "c": {"traits": {"plan": "trial"}, "active": False}}
+    assert (warehouse.accepted_keys("People"), warehouse.accepted_keys("people")) == ({"a", "b"}, {"c"})
+    with warehouse.engine.connect() as connection:
+        assert sorted(connection.exec_driver_sql("SELECT sync FROM cdp_syncs").scalars()) == ["People", "people"]
+    assert _sync_collations(warehouse) == {"utf8mb4_bin"}
+
+
+@pytest.mark.parametrize("warehouse", ["mariadb"], indirect=True)
+def test_state_tables_of_an_earlier_version_are_made_exact_in_place(warehouse: Warehouse) -> None:
+    store = StateStore(warehouse.engine)
+    store.create_tables()
+    store.save_fingerprint("People", "f" * 32, {})
+    store.record("People", [KeyState("a" * 32, "a", "1" * 32, None, 1, 0, None, None)])
+    with warehouse.engine.begin() as connection:  # the tables as an earlier version created them
+        for table in ("cdp_syncs", "cdp_state", "cdp_acks", "cdp_cursors"):
+            connection.exec_driver_sql(f"ALTER TABLE {table} MODIFY sync VARCHAR(200) "
+                                       "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL")
+        assert connection.exec_driver_sql("SELECT sync FROM cdp_syncs WHERE sync = 'people'").scalar() == "People"
+
+    upgraded = StateStore(warehouse.engine)
+    assert upgraded.fingerprint("people") is None and upgraded.fingerprint("People") == ("f" * 32, {})
+    assert _sync_collations(warehouse) == {"utf8mb4_bin"}
+    assert upgraded.settle("People") == 1 and [r[1] for r in upgraded.iter_rows("People", chunk_rows=10)] == ["a"]

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import dagster as dg
 
 from dagster_cdp.dagster.checks import rejection_check_result, rejection_check_spec
+from dagster_cdp.dagster.definition import check_names
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_pool
 from dagster_cdp.dagster.metadata import sync_report_metadata
 from dagster_cdp.dagster.partitions import sync_partitions_def
@@ -73,6 +74,7 @@ def build_sync_asset(
 
 def build_sync_assets(definitions: Sequence[SyncDefinition], **spec_options: object) -> list[dg.AssetsDefinition]:
     """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`."""
+    check_names(definitions)
     return [build_sync_asset(d, spec=sync_asset_spec(d, **spec_options)) for d in definitions]  # type: ignore[arg-type]
 
 

@@ -23,7 +23,7 @@ from dagster.components.resolved.errors import ResolutionException
 from pydantic import Field
 
 from dagster_cdp.dagster.assets import sync_asset_spec, sync_multi_asset
-from dagster_cdp.dagster.definition import KINDS, InvalidSyncError, SyncModel, parse_sync
+from dagster_cdp.dagster.definition import KINDS, InvalidSyncError, SyncModel, name_clash, parse_sync
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
@@ -36,18 +36,15 @@ def _resolve_syncs(context: dg.ResolutionContext, value: Any) -> list[SyncModel]
     if not isinstance(raw, list):
         raise _located(context, [], "syncs must be a list of syncs, each with `name`, `kind` and `table` or `query`")
     syncs: list[SyncModel] = []
-    seen: set[str] = set()
     for index, item in enumerate(raw):
         try:
-            sync = parse_sync(item)
+            syncs.append(parse_sync(item))
         except InvalidSyncError as e:
             path, message = e.problems[0]
             others = "".join(f"; also {'.'.join(map(str, p))}: {m}" for p, m in e.problems[1:])
             raise _located(context, [index, *path], f"{message}{others}") from None
-        if sync.name in seen:
-            raise _located(context, [index, "name"], f"sync name {sync.name!r} is used twice; names key the state")
-        seen.add(sync.name)
-        syncs.append(sync)
+    if clash := name_clash([sync.name for sync in syncs]):
+        raise _located(context, [clash[0], "name"], clash[1])
     return syncs
 
 

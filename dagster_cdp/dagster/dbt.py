@@ -21,7 +21,7 @@ from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
 from dagster_cdp.dagster.assets import build_sync_asset, sync_asset_spec
 from dagster_cdp.dagster.automation import sync_automation_condition
-from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, parse_sync
+from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, name_clash, parse_sync
 
 def dbt_declared_syncs(manifest: dict[str, Any]) -> list[tuple[str, SyncModel]]:
     """(model name, sync) for every sync declared in `meta.cdp` of a dbt model, seed or snapshot."""
@@ -33,6 +33,10 @@ def dbt_declared_syncs(manifest: dict[str, Any]) -> list[tuple[str, SyncModel]]:
             continue
         for index, raw in enumerate(declared if isinstance(declared, list) else [declared]):
             found.append((node["name"], _parse(node, index if isinstance(declared, list) else None, raw)))
+    if clash := name_clash([sync.name for _, sync in found]):
+        index, problem = clash
+        models = sorted({model for model, sync in found if sync.name.casefold() == found[index][1].name.casefold()})
+        raise InvalidSyncError([((f"dbt models {', '.join(models)}", "meta", "cdp", "name"), problem)])
     return found
 
 

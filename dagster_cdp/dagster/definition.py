@@ -67,6 +67,7 @@ class SyncModel(BaseModel):
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = Field(
         "fail", description="When a mapping that sends every column sees columns added or removed (as in dbt): "
         "fail (send nothing), append_new_columns (send new ones), sync_all_columns (also clear removed ones)."
+    )
     lock_timeout: float = Field(
         600, description="Seconds a run waits for another run of this sync to finish before failing (0: fail at once)."
     )
@@ -329,6 +330,29 @@ def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
     except pydantic.ValidationError as e:
         errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # a typo explains the rest
         raise InvalidSyncError([(tuple(err["loc"]), _message(kind, model, err)) for err in errors]) from None
+
+
+def name_clash(names: Sequence[str]) -> tuple[int, str] | None:
+    """(position, problem) of the first name equal to an earlier one, or differing from it only in case.
+
+    Names key the stored state; names differing only in case are refused too, since people (and MySQL's default
+    collations) take them for one name.
+    """
+    seen: dict[str, str] = {}
+    for index, name in enumerate(names):
+        earlier = seen.get(name.casefold())
+        if earlier == name:
+            return index, f"sync name {name!r} is used twice; names key the state"
+        if earlier is not None:
+            return index, f"sync names {earlier!r} and {name!r} differ only in case; names key the state: rename one"
+        seen[name.casefold()] = name
+    return None
+
+
+def check_names(definitions: Sequence[SyncDefinition]) -> None:
+    """Refuses syncs built in Python whose names clash (see `name_clash`), before any asset exists."""
+    if clash := name_clash([d.name for d in definitions]):
+        raise ValueError(clash[1])
 
 
 def _message(kind: str, model: type[SyncModel], error: Any) -> str:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from dagster_cdp.dagster.definition import check_names
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_pool
 from dagster_cdp.dagster.metadata import sync_report_metadata
 from dagster_cdp.dagster.resource import CustomerIOResource
@@ -37,6 +38,7 @@ def build_sync_job(
     definitions: Sequence[SyncDefinition], *, name: str = "cdp_sync_job", description: str | None = None
 ) -> dg.JobDefinition:
     """A job running the given syncs, independent of each other."""
+    check_names(definitions)
     return dg.GraphDefinition(
         name=name,
         node_defs=[build_sync_op(definition) for definition in definitions],

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from dagster_cdp.client import PipelinesClient
+from dagster_cdp.client import PipelinesClient, check_base_url
 
 
 class CustomerIOResource(dg.ConfigurableResource):
@@ -26,6 +26,12 @@ class CustomerIOResource(dg.ConfigurableResource):
     max_retry_seconds: float = Field(120.0, description="Give up retrying a failing request after this many seconds.")
     max_concurrency: int = Field(4, description="Requests in flight at once.")
     rate_limit: int = Field(3000, description="Requests allowed per 3 seconds (Customer.io's documented limit).")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _valid_base_url(cls, base_url: str | None) -> str | None:
+        """Refused when the resource is built, not retried when a run sends (an EnvVar when a run resolves it)."""
+        return base_url if not base_url or isinstance(base_url, dg.EnvVar) else check_base_url(base_url)
 
     def get_client(self) -> PipelinesClient:
         """A new client; use it as a context manager so its connections are closed."""

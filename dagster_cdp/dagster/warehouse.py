@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from dagster_cdp.sync import StateStore
+from dagster_cdp.sync.database import as_engine
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -27,8 +28,8 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextmanager
     def connect(self) -> Iterator[tuple[sa.Engine, StateStore]]:
         """An engine for the source and the state store, disposed afterwards (embedded databases lock their file)."""
-        engine = sa.create_engine(self.url)
-        state_engine = sa.create_engine(self.state_url) if self.state_url else engine
+        engine = as_engine(self.url)
+        state_engine = as_engine(self.state_url) if self.state_url else engine
         try:
             yield engine, StateStore(state_engine, schema=self.state_schema)
         finally:

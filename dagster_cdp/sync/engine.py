@@ -17,6 +17,7 @@ import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import CursorMark, next_mark
+from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
@@ -27,7 +28,7 @@ from dagster_cdp.sync.pushdown import plan_pushdown
 from dagster_cdp.sync.reading import SourceShape, reading_session
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
-from dagster_cdp.sync.source import CHUNK_ROWS, as_engine, describe_source, read_source
+from dagster_cdp.sync.source import CHUNK_ROWS, describe_source, read_source
 from dagster_cdp.sync.state import KeyState, StateStore
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def run_sync(
             definition.name, definition.partition, definition.partitions))  # its own state, messageIds, report
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
+    check_connects(engine, store.engine)
     with store.lock(definition.name, definition.lock_timeout, log):  # released after the DuckDB file is closed
         try:
             with bounded_duckdb(engine), bounded_duckdb(store.engine):
@@ -95,9 +97,7 @@ def run_sync(
 
 def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient | None, store: StateStore,
          dry_run: bool, full_resync: bool, force: bool, log: logging.Logger, started: float) -> SyncReport:
-    stored = store.fingerprint(definition.name)
-    if stored is not None:
-        store.upgrade()
+    stored = store.fingerprint(definition.name)  # a store brings tables of earlier versions up to date first
     shape = _describe(definition, engine)
     mapping_fields = definition.fingerprint_fields()
     if stored is not None and not full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):

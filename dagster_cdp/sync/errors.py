@@ -6,7 +6,8 @@ from dagster_cdp.errors import CdpError
 
 
 class SourceError(CdpError):
-    """The source cannot be synced as mapped (missing column, unsupported column type, bad definition)."""
+    """The source cannot be reached, read or synced as mapped (unreachable database, driver not installed,
+    missing table or column, unsupported column type, bad definition)."""
 
 
 class SyncAbortedError(CdpError):

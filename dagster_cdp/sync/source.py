@@ -9,23 +9,35 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.reading import SourceShape, reading_session, source_shape
 
 CHUNK_ROWS = 10_000
 _JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
+# Strings, quoted names, comments, and runs of anything else: enough to find where a query's last statement ends.
+_SQL_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL)
+_QUOTED_NAME = re.compile(r"""(["'`])([^"'`]+)\1""")
 
 
-def as_engine(warehouse: str | sa.Engine) -> sa.Engine:
-    return sa.create_engine(warehouse) if isinstance(warehouse, str) else warehouse
+def trimmed_query(query: str) -> str:
+    """The user's query without its trailing semicolons and comments, which some drivers take for a second
+    statement."""
+    end = 0
+    for token in _SQL_TOKEN.finditer(query):
+        text = token.group()
+        if not (text.isspace() or text == ";" or text.startswith(("--", "/*"))):
+            end = token.end()
+    return query[:end]
 
 
 def source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
-    """The user's query (a trailing semicolon dropped), or `SELECT *` from the table; always wrapped on its own
-    lines by callers, so a query may end in a `--` comment."""
+    """The user's query (trimmed), or `SELECT *` from the table; callers wrap it on lines of its own, so a query
+    may end in a `--` comment."""
     if definition.query is not None:
-        return definition.query.strip().rstrip(";").rstrip()
+        return trimmed_query(definition.query)
     schema, _, name = definition.table.rpartition(".")
     return f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
 
@@ -40,14 +52,17 @@ def describe_source(connection: sa.Connection, definition: SyncDefinition) -> So
             raise SourceError(
                 f"Sync {definition.name!r}: table {definition.table!r} does not exist at "
                 f"{connection.engine.url.render_as_string(hide_password=True)}; check its name and schema "
-                '("schema.table"), or use query= instead.'
+                f'("schema.table"), or use query= instead.{_other_case(inspector, [definition.table])}'
             )
         try:
             declared = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
         except sa.exc.DBAPIError:
             connection.rollback()  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
         declared.update({c: sa.JSON() for c in _json_checked_columns(connection, name, schema or None)})
-    return source_shape(connection, source_sql(definition, connection.engine), declared)
+    try:
+        return source_shape(connection, source_sql(definition, connection.engine), declared)
+    except sa.exc.DBAPIError as e:
+        raise _read_failed(definition, connection, e) from None
 
 
 def _json_checked_columns(connection: sa.Connection, name: str, schema: str | None) -> set[str]:
@@ -60,6 +75,31 @@ def _json_checked_columns(connection: sa.Connection, name: str, schema: str | No
         {"schema": schema, "name": name},
     ).scalars()
     return {m.group(1) for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
+
+
+def _read_failed(definition: SyncDefinition, connection: sa.Connection, error: sa.exc.DBAPIError) -> SourceError:
+    """The driver's reason the source could not be read (it names the missing table or column), with the URL."""
+    connection.rollback()  # PostgreSQL answers nothing more in a failed transaction, the hint's lookup included
+    hint = _other_case(sa.inspect(connection), [m.group(2) for m in _QUOTED_NAME.finditer(str(error.orig))])
+    url = connection.engine.url.render_as_string(hide_password=True)
+    return SourceError(f"Sync {definition.name!r}: reading the source at {url} failed: "
+                       f"{driver_reason(error, connection.engine)}{hint}")
+
+
+def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
+    """A hint when a missing table exists with its name in another case, which this database tells apart."""
+    for missing in names:
+        schema, _, name = missing.rpartition(".")
+        try:
+            tables = inspector.get_table_names(schema=schema or None)
+        except sa.exc.DBAPIError:
+            continue  # not a schema either: the driver's message stands alone
+        for table in tables:
+            if table != name and table.casefold() == name.casefold():
+                folds = (" (PostgreSQL folds unquoted names to lower case: quote a name to keep its case)"
+                         if inspector.dialect.name == "postgresql" else "")
+                return f" Table names are case-sensitive here{folds}, and the table is named {table!r}."
+    return ""
 
 
 @contextmanager
@@ -78,7 +118,10 @@ def read_source(engine: sa.Engine, definition: SyncDefinition, since: sa.BindPar
         statement = sa.text(shape.select(sql, quote))
         if since is not None:
             statement = statement.bindparams(since)
-        result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
+        try:
+            result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
+        except sa.exc.DBAPIError as e:
+            raise _read_failed(definition, connection, e) from None
         try:
             yield shape.columns, shape.fix(row for partition in result.partitions() for row in partition)
         finally:

@@ -22,16 +22,21 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from dagster_cdp.sync.cursor import CursorMark
+from dagster_cdp.sync.database import as_engine
 from dagster_cdp.sync.locks import hold, lease_table
-from dagster_cdp.sync.source import as_engine
 
 _IN_CHUNK = 500
 STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "attempts", "failed_hash", "last_error",
                 "row_hash")  # a key's state, in KeyState's order
 _UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
 _COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
+_MYSQL = ("mysql", "mariadb")
+# Sync names compare byte for byte: MySQL/MariaDB's default collations ignore case, so `People` and `people`
+# would share one state and each would delete the other's keys.
+_SYNC_NAME = sa.String(200).with_variant(mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), *_MYSQL)
 
 
 @dataclass
@@ -57,7 +62,7 @@ class StateStore:
         metadata = sa.MetaData(schema=schema)
         self.syncs = sa.Table(
             f"{table_prefix}syncs", metadata,
-            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("sync", _SYNC_NAME, primary_key=True),
             sa.Column("fingerprint", sa.String(32), nullable=False),
             sa.Column("definition", sa.Text, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
@@ -68,7 +73,7 @@ class StateStore:
                              sa.Column("seq", sa.BigInteger, nullable=False))
         self.cursors = sa.Table(
             f"{table_prefix}cursors", metadata,
-            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("sync", _SYNC_NAME, primary_key=True),
             sa.Column("cursor_column", sa.Text, nullable=False),
             sa.Column("kind", sa.String(20), nullable=False),
             sa.Column("mark", sa.BigInteger, nullable=False),
@@ -77,20 +82,31 @@ class StateStore:
         self._locks = lease_table(sa.MetaData(schema=schema), f"{table_prefix}locks")  # not in create_tables
         self._metadata = metadata
         self._seq = 0
+        self._upgraded = False
 
     def __repr__(self) -> str:
         return f"StateStore({self.engine.url.render_as_string(hide_password=True)!r}, table={self.state.fullname!r})"
 
     def exists(self) -> bool:
-        inspector = sa.inspect(self.engine)
-        return all(inspector.has_table(t.name, schema=t.schema) for t in (self.syncs, self.state))
+        return all(self._has(t) for t in (self.syncs, self.state))
 
     def create_tables(self) -> None:
         self._metadata.create_all(self.engine, checkfirst=True)
-        self.upgrade()
+        self._upgrade()
 
-    def upgrade(self) -> None:
-        """Adds columns that state tables made by earlier versions lack (`row_hash`); nothing else changes."""
+    def _has(self, table: sa.Table) -> bool:
+        """Whether a state table exists; the first look also upgrades tables an earlier version created."""
+        self._upgrade()
+        return sa.inspect(self.engine).has_table(table.name, schema=table.schema)
+
+    def _upgrade(self) -> None:
+        """Brings state tables an earlier version created up to date, once per store, keeping their rows:
+        `sync` columns compare exactly on MySQL/MariaDB, and `row_hash` exists."""
+        if self._upgraded:
+            return
+        self._upgraded = True
+        if self.engine.dialect.name in _MYSQL:
+            self._exact_sync_names()
         inspector = sa.inspect(self.engine)
         for table in (self.state, self.acks):
             if not inspector.has_table(table.name, schema=table.schema):
@@ -99,6 +115,22 @@ class StateStore:
             with self.engine.begin() as connection:  # columns by a query: duckdb-engine cannot always reflect
                 if "row_hash" not in connection.exec_driver_sql(f"SELECT * FROM {name} WHERE 1 = 0").keys():
                     connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN row_hash VARCHAR(32)")
+
+    def _exact_sync_names(self) -> None:
+        """Makes `sync` columns created with a case-insensitive collation compare exactly, altered in place: an
+        exact collation only tells apart names the old one merged."""
+        tables = {t.name: t for t in self._metadata.tables.values()}
+        found = sa.text(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
+            "AND table_name IN :names AND column_name = 'sync' AND collation_name <> 'utf8mb4_bin'"
+        ).bindparams(sa.bindparam("names", expanding=True))
+        preparer = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as connection:
+            for name in connection.execute(found, {"schema": self._metadata.schema, "names": list(tables)}).scalars():
+                column = tables[name].c.sync
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {preparer.format_table(tables[name])} MODIFY sync "
+                    f"{column.type.compile(dialect=self.engine.dialect)} NOT NULL")
 
     def lock(self, sync: str, timeout: float, log: logging.Logger | None = None) -> AbstractContextManager[None]:
         """Holds the lock of `sync` while a run reads and writes its state, so two runs never send the same calls.
@@ -176,8 +208,7 @@ class StateStore:
 
         Runs at the end of every sync, and at the start of the next one in case a run was killed before.
         """
-        inspector = sa.inspect(self.engine)
-        if not inspector.has_table(self.acks.name, schema=self.acks.schema):
+        if not self._has(self.acks):
             return 0
         a, s = self.acks.c, self.state.c
         fields = [c.name for c in self.state.columns]
@@ -205,7 +236,7 @@ class StateStore:
 
     def cursor_mark(self, sync: str) -> CursorMark | None:
         """The high-water mark of an incremental send-once sync, or None before its first completed run."""
-        if not sa.inspect(self.engine).has_table(self.cursors.name, schema=self.cursors.schema):
+        if not self._has(self.cursors):
             return None
         c = self.cursors.c
         with self.engine.connect() as connection:
@@ -228,7 +259,7 @@ class StateStore:
 
 def _state_columns(*, primary_key: bool) -> list[sa.Column]:
     return [
-        sa.Column("sync", sa.String(200), primary_key=primary_key, nullable=False),
+        sa.Column("sync", _SYNC_NAME, primary_key=primary_key, nullable=False),
         sa.Column("key_hash", sa.String(32), primary_key=primary_key, nullable=False),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("payload_hash", sa.String(32), nullable=True),
