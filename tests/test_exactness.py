@@ -204,6 +204,12 @@ def test_a_bad_value_rejects_its_row_only(warehouse: Warehouse, emulator: Emulat
     assert emulator.snapshot()["people"] == {"1": {"traits": GOOD[warehouse.kind], "active": False}}
     again = run_sync(PEOPLE, warehouse=warehouse.url, client=client)  # still rejected, nothing resent
     assert (again.unchanged, len(again.rejected), emulator.stats()["requests"]) == (1, len(report.rejected), 1)
+    store = StateStore(warehouse.url)
+    store.settle(PEOPLE.name)
+    held = {row[1]: row for row in store.iter_rows(PEOPLE.name, chunk_rows=100)}
+    for key, column in BAD_COLUMN[warehouse.kind].items():  # key_hash, key, payload_hash, ..., attempts, failed, error
+        assert held[key][2] is None and held[key][5:7] == (2, "source") and f"column {column!r}" in held[key][7]
+    store.engine.dispose()
 
 
 def test_a_key_that_cannot_be_an_identifier_rejects_its_row(warehouse: Warehouse, emulator: Emulator,

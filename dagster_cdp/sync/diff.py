@@ -26,6 +26,7 @@ _STATE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARC
 LOAD_ROWS = 50_000
 FETCH_ROWS = 5_000
 DELETE_MARK = "delete"  # failed_hash of a key whose deletion was rejected
+SOURCE_MARK = "source"  # failed_hash of a key whose row was rejected before sending (a bad value)
 
 # Operations in the plan. 'resync' resends an unchanged row on a full resync; 'forget' drops state of a key
 # that never reached the API; 'gone' is a deleted key whose state is kept as a tombstone (its version keeps
@@ -211,16 +212,22 @@ class WorkFile:
                                   [list(unsettled_key_hashes)]).fetchone()[0] if unsettled_key_hashes else None
         return highest, lowest
 
-    def rehashed(self) -> Iterator[list[Any]]:
-        """State rows (state.STATE_FIELDS) of unchanged keys whose warehouse row hash moved (a column reorder, a
-        session setting, a switch of diff path): recording them keeps the next in-warehouse diff from returning them."""
+    def unsent_state(self) -> Iterator[list[Any]]:
+        """New state rows (state.STATE_FIELDS) of keys this run does not send: unchanged keys whose warehouse row
+        hash moved (a column reorder, a session setting, a switch of diff path), so the next in-warehouse diff does
+        not return them; and rows rejected before sending, so `cdp_state` shows why (`failed_hash` 'source')."""
         cursor = self._db.cursor()
         try:
-            cursor.execute("""
+            cursor.execute(f"""
                 SELECT st.key_hash, st.key, st.payload_hash, st.delete_call, st.version, st.attempts, st.failed_hash,
                        st.last_error, p.row_hash
                 FROM plan p JOIN state st USING (key_hash)
                 WHERE p.operation = 'unchanged' AND p.row_hash IS NOT NULL AND p.row_hash IS DISTINCT FROM st.row_hash
+                UNION ALL
+                SELECT key_hash, key, accepted_hash, accepted_delete_call, version,
+                       CASE WHEN failed_hash = '{SOURCE_MARK}' THEN attempts + 1 ELSE 1 END, '{SOURCE_MARK}', reason,
+                       accepted_row_hash
+                FROM plan WHERE operation = 'problem'
             """)
             while chunk := cursor.fetchmany(FETCH_ROWS):
                 yield [list(row) for row in chunk]

@@ -149,7 +149,7 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             if stored is None:
                 store.save_fingerprint(definition.name, fingerprint, fields)
             unsettled = _deliver(definition, client, store, work, report, log)
-            for rows in work.rehashed():
+            for rows in work.unsent_state():
                 store.record(definition.name, [KeyState(*row) for row in rows])
             _settle(definition, store, log)
             if definition.cursor_column:

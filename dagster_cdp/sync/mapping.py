@@ -15,7 +15,7 @@ from dagster_cdp.sync.cursor import encode
 from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import CallMapping, MissingKeyError
-from dagster_cdp.sync.values import BadValueError, to_json_value, to_key_part
+from dagster_cdp.sync.values import BadValueError, Unreadable, to_json_value, to_key_part
 
 _MESSAGE_ID_FIELD = len(b',"messageId":""') + 36  # every messageId we send is a 36-character uuid
 
@@ -201,7 +201,11 @@ class RowMapper:
         """Adds the encoded cursor; a NULL cursor stays None (such rows are sent by full reads only)."""
         if self._cursor_index is None or not isinstance(mapped, MappedRow):
             return mapped
-        encoded = encode(row[self._cursor_index], self._cursor_column)
+        value = row[self._cursor_index]
+        if isinstance(value, Unreadable):
+            return MappedRow(mapped.key, mapped.key_hash, None, None, None,
+                             problem=f"cursor column {self._cursor_column!r} holds {value.text[:40]!r}, {value.reason}")
+        encoded = encode(value, self._cursor_column)
         if encoded is not None:
             kind, mapped.cursor = encoded
             if self.cursor_kind is None:
