@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
+from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 
 
@@ -38,3 +39,10 @@ def emulator(emulator_session: Emulator) -> Emulator:
     """The session's emulator with its state, stats and faults cleared."""
     emulator_session.reset()
     return emulator_session
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterable[PipelinesClient]:
+    """A client of the clean emulator that retries for up to 20 s."""
+    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
+        yield c

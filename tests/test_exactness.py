@@ -7,7 +7,7 @@ the number of requests, and what the state holds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -29,32 +29,31 @@ ZONE_SQL = {
 ZONES = [("UTC", "+00:00"), ("Asia/Karachi", "+05:00"), ("America/Los_Angeles", "-08:00")]
 
 
-@pytest.fixture
-def client(emulator: Emulator) -> Iterable[PipelinesClient]:
-    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
-        yield c
+def engine_in_zone(url: str, kind: str, zone: str, offset: str) -> sa.Engine:
+    """An engine whose every session is in this time zone, as a server or process set to it would give."""
+    engine = sa.create_engine(url)
+    statement = ZONE_SQL.get(kind)
+
+    @sa.event.listens_for(engine, "connect")
+    def set_zone(dbapi_connection, _record) -> None:
+        if statement:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(statement.format(zone=zone, offset=offset))
+            cursor.close()
+            if kind == "postgresql":
+                dbapi_connection.commit()  # a SET in a rolled-back transaction would be undone
+
+    return engine
 
 
 @pytest.fixture
 def zoned(warehouse: Warehouse) -> Iterator:
-    """Engines on the warehouse whose every session is in a given time zone (disposed after the test)."""
+    """Makes engines on the warehouse in a given time zone (disposed after the test)."""
     engines: list[sa.Engine] = []
 
     def engine_in(zone: str, offset: str) -> sa.Engine:
-        engine = sa.create_engine(warehouse.url)
-        statement = ZONE_SQL.get(warehouse.kind)
-
-        @sa.event.listens_for(engine, "connect")
-        def set_zone(dbapi_connection, _record) -> None:
-            if statement:
-                cursor = dbapi_connection.cursor()
-                cursor.execute(statement.format(zone=zone, offset=offset))
-                cursor.close()
-                if warehouse.kind == "postgresql":
-                    dbapi_connection.commit()  # a SET in a rolled-back transaction would be undone
-
-        engines.append(engine)
-        return engine
+        engines.append(engine_in_zone(warehouse.url, warehouse.kind, zone, offset))
+        return engines[-1]
 
     yield engine_in
     for engine in engines:

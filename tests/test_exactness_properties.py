@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
-from tests.test_exactness import ZONE_SQL
+from tests.test_exactness import engine_in_zone
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12)
@@ -60,22 +60,6 @@ def _create(warehouse: Warehouse, name: str, kinds: list[str], rows: list[tuple]
                                           for k, v in zip(kinds, row)}} for i, row in enumerate(rows)])
 
 
-def _in_zone(url: str, kind: str, zone: str, offset: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    statement = ZONE_SQL.get(kind)
-
-    @sa.event.listens_for(engine, "connect")
-    def set_zone(dbapi_connection, _record) -> None:
-        if statement:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(statement.format(zone=zone, offset=offset))
-            cursor.close()
-            if kind == "postgresql":
-                dbapi_connection.commit()
-
-    return engine
-
-
 @settings(max_examples=12, deadline=None, derandomize=True,  # the same tables on every run: CI never flakes
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(table=TABLES)
@@ -102,7 +86,7 @@ def test_what_arrives_is_exact_and_only_payload_changes_are_sent(warehouse: Ware
         _create(warehouse, name, list(reversed(kinds)), [tuple(reversed(r)) for r in rows])  # another column order
         warehouse.release()
         for zone in (("Asia/Karachi", "+05:00"), ("America/Los_Angeles", "-08:00")):
-            engine = _in_zone(warehouse.url, warehouse.kind, *zone)
+            engine = engine_in_zone(warehouse.url, warehouse.kind, *zone)
             try:
                 again = run_sync(sync, warehouse=engine, client=client, state=StateStore(engine))
             finally:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.client import PipelinesClient
 from dagster_cdp.dagster import CustomerIOResource, WarehouseResource, build_sync_asset
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, SourceError, SyncDefinition, run_sync
@@ -18,12 +16,6 @@ from tests.test_sync_engine import PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
 PARTITIONS = 3
-
-
-@pytest.fixture
-def client(emulator: Emulator) -> Iterable[PipelinesClient]:
-    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
-        yield c
 
 
 def partitioned(partition: int | None) -> SyncDefinition:

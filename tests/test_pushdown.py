@@ -6,23 +6,15 @@ state lives in the warehouse; these cover what is particular to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-def client(emulator: Emulator) -> Iterable[PipelinesClient]:
-    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
-        yield c
 
 
 @pytest.fixture

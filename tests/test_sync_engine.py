@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import (
     MappingChangedError,
@@ -36,12 +35,6 @@ def expected_people(rows: Iterable[Mapping[str, Any]], active: bool = False) -> 
         str(r["id"]): {"traits": {k: v for k, v in r.items() if k != "id" and v is not None}, "active": active}
         for r in rows
     }
-
-
-@pytest.fixture
-def client(emulator: Emulator) -> Iterable[PipelinesClient]:
-    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
-        yield c
 
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -41,12 +40,6 @@ EVENTS = SyncDefinition(
     name="events", table="events", cursor_column="occurred_at", lookback=dt.timedelta(hours=1),
     mapping=Events(id_column="event_id", event_column="event", user_id_column="user_id", timestamp_column="occurred_at"),
 )
-
-
-@pytest.fixture
-def client(emulator: Emulator) -> Iterable[PipelinesClient]:
-    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
-        yield c
 
 
 def event(i: int, minutes: int, name: str = "Order Placed", amount: int | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -45,6 +45,7 @@ class SourceShape:
         return f"SELECT {columns} FROM (\n{source_sql}\n) AS cdp_read"
 
     def fix(self, rows: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+        """The rows with each fixed column's values converted (NULLs stay NULL)."""
         if not self.fixers:
             yield from rows
             return
@@ -57,38 +58,52 @@ class SourceShape:
             yield values
 
 
-@contextmanager
-def reading_session(connection: sa.Connection) -> Iterator[None]:
+def reading_session(connection: sa.Connection) -> AbstractContextManager[None]:
     """Reads in UTC on this connection for the block (and, on SQLite, text that is not UTF-8 as `Unreadable`)."""
-    name = connection.dialect.name
-    if name == "postgresql":
-        connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # ends with the transaction
-        connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO, YMD'")
+    session = _SESSIONS.get(connection.dialect.name)
+    return session(connection) if session else nullcontext()
+
+
+@contextmanager
+def _postgresql_utc(connection: sa.Connection) -> Iterator[None]:
+    connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # both end with the transaction
+    connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO, YMD'")
+    yield
+
+
+@contextmanager
+def _mysql_utc(connection: sa.Connection) -> Iterator[None]:
+    before = connection.exec_driver_sql("SELECT @@session.time_zone").scalar_one()
+    connection.exec_driver_sql("SET time_zone = '+00:00'")
+    try:
         yield
-    elif name in ("mysql", "mariadb"):
-        before = connection.exec_driver_sql("SELECT @@session.time_zone").scalar_one()
-        connection.exec_driver_sql("SET time_zone = '+00:00'")
-        try:
-            yield
-        finally:
-            connection.exec_driver_sql("SET time_zone = %s", (before,))
-    elif name == "duckdb":
-        before = connection.exec_driver_sql("SELECT current_setting('TimeZone')").scalar_one()
-        connection.exec_driver_sql("SET SESSION TimeZone = 'UTC'")
-        try:
-            yield
-        finally:
-            connection.exec_driver_sql(f"SET SESSION TimeZone = '{before}'")
-    elif name == "sqlite":
-        raw = connection.connection.dbapi_connection
-        before = raw.text_factory
-        raw.text_factory = _utf8
-        try:
-            yield
-        finally:
-            raw.text_factory = before
-    else:
+    finally:
+        connection.exec_driver_sql("SET time_zone = %s", (before,))
+
+
+@contextmanager
+def _duckdb_utc(connection: sa.Connection) -> Iterator[None]:
+    before = connection.exec_driver_sql("SELECT current_setting('TimeZone')").scalar_one()
+    connection.exec_driver_sql("SET SESSION TimeZone = 'UTC'")
+    try:
         yield
+    finally:
+        connection.exec_driver_sql(f"SET SESSION TimeZone = '{before}'")
+
+
+@contextmanager
+def _sqlite_text(connection: sa.Connection) -> Iterator[None]:
+    raw = connection.connection.dbapi_connection
+    before = raw.text_factory
+    raw.text_factory = _utf8  # sqlite3 would fail the whole fetch on one value that is not UTF-8
+    try:
+        yield
+    finally:
+        raw.text_factory = before
+
+
+_SESSIONS = {"postgresql": _postgresql_utc, "mysql": _mysql_utc, "mariadb": _mysql_utc, "duckdb": _duckdb_utc,
+             "sqlite": _sqlite_text}
 
 
 def source_shape(connection: sa.Connection, source_sql: str, declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
@@ -183,22 +198,16 @@ def _utf8(data: bytes) -> str | Unreadable:
         return Unreadable(data.decode(errors="replace"), "which is not valid UTF-8 text")
 
 
-def _timestamp(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        return Unreadable(value, _DATE_RANGE)
-
-
-def _date(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        return Unreadable(value, _DATE_RANGE)
+def _parsed(parse: Callable[[str], Any]) -> Fixer:
+    """A reader of a date or time held as text: parsed, or Unreadable where Python's dates end (year 10000, BC)."""
+    def read(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse(value)
+        except ValueError:
+            return Unreadable(value, _DATE_RANGE)
+    return read
 
 
 def _moment_or_unreadable(value: Any) -> Any:
@@ -249,4 +258,6 @@ def _single_precision(value: Any) -> Any:
     return value
 
 
-_TEXT_READERS: dict[str, Fixer] = {"timestamp": _timestamp, "timestamptz": _timestamp, "date": _date, "json": _json}
+_TEXT_READERS: dict[str, Fixer] = {"timestamp": _parsed(dt.datetime.fromisoformat),
+                                   "timestamptz": _parsed(dt.datetime.fromisoformat),
+                                   "date": _parsed(dt.date.fromisoformat), "json": _json}

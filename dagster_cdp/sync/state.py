@@ -210,7 +210,7 @@ class StateStore:
         """
         if not self._has(self.acks):
             return 0
-        a, s = self.acks.c, self.state.c
+        a = self.acks.c
         fields = [c.name for c in self.state.columns]
         newest = sa.func.row_number().over(partition_by=a.key_hash, order_by=a.seq.desc())
         ranked = sa.select(*[a[f] for f in fields], newest.label("cdp_newest")).where(a.sync == sync).subquery()
