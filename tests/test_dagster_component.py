@@ -95,6 +95,8 @@ def test_malformed_yaml_points_at_the_bad_line() -> None:
         ("name: accounts", "name: people", 10, "sync name 'people' is used twice"),
         ("name: accounts", "name: People", 10, "sync names 'people' and 'People' differ only in case"),
         ("      table: people\n", "", 5, "needs exactly one of `table` or `query`"),
+        ("      id: user_id\n", "      id: user_id\n      on_schema_change: sometimes\n", 9,
+         "'fail', 'append_new_columns' or 'sync_all_columns'"),
     ],
 )
 def test_each_kind_of_yaml_mistake_is_located(replace: str, by: str, line: int, message: str) -> None:

@@ -19,7 +19,8 @@ def _node(name: str, meta: dict, resource_type: str = "model") -> dict:
 
 def test_meta_cdp_becomes_syncs_named_after_the_model_reading_its_relation() -> None:
     manifest = {"nodes": {
-        "a": _node("customers", {"cdp": {"kind": "people", "id": "customer_id"}}),
+        "a": _node("customers", {"cdp": {"kind": "people", "id": "customer_id",
+                                         "on_schema_change": "append_new_columns", "lock_timeout": 30}}),
         "b": _node("companies", {"cdp": [
             {"kind": "objects", "id": "company_id", "object_type": 3},
             {"kind": "relationships", "name": "company_members", "query": "select * from members",
@@ -32,6 +33,9 @@ def test_meta_cdp_becomes_syncs_named_after_the_model_reading_its_relation() -> 
     assert set(syncs) == {"customers/customers", "companies/companies", "companies/company_members"}
     assert syncs["customers/customers"].table == "analytics.customers_v2"
     assert syncs["customers/customers"].mapping == People(id_column="customer_id")
+    assert (syncs["customers/customers"].on_schema_change, syncs["customers/customers"].lock_timeout) == (
+        "append_new_columns", 30)
+    assert syncs["companies/companies"].on_schema_change == "fail"  # the default
     assert syncs["companies/companies"].mapping == Objects(id_column="company_id", object_type="3")
     members = syncs["companies/company_members"]
     assert members.table is None and members.query == "select * from members" and members.mode == "upsert"
