@@ -148,7 +148,7 @@ class Pushdown:
         state_width = len(STATE_FIELDS)
         while chunk := result.fetchmany(FETCH_ROWS):
             for row in chunk:
-                key, count, payload_hash = row[0], row[1], row[2]
+                key, count, row_hash = row[0], row[1], row[2]
                 state = tuple(row[3:3 + state_width]) if row[4] is not None else None
                 if count is None:
                     yield DiffedRow([], state)
@@ -158,8 +158,7 @@ class Pushdown:
                     key_hash = state[0] if state else hash_hex(key.encode())
                     yield DiffedRow([MappedRow(key, key_hash, None, None, None)] * count, state)
                 else:
-                    values = next(self.shape.fix(iter([row[head:]])))
-                    yield DiffedRow([self._mapped(mapper, values, key, payload_hash)], state)
+                    yield DiffedRow([self._mapped(mapper, self.shape.fix_row(row[head:]), key, row_hash)], state)
 
     def _mapped(self, mapper: RowMapper, values: Sequence[Any], key: str, row_hash: str) -> MappedRow:
         mapped = mapper.map(values)

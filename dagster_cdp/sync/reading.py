@@ -46,16 +46,14 @@ class SourceShape:
 
     def fix(self, rows: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
         """The rows with each fixed column's values converted (NULLs stay NULL)."""
-        if not self.fixers:
-            yield from rows
-            return
-        fixers = list(self.fixers.items())
-        for row in rows:
-            values = list(row)
-            for index, fixer in fixers:
-                if values[index] is not None:
-                    values[index] = fixer(values[index])
-            yield values
+        return rows if not self.fixers else map(self.fix_row, rows)
+
+    def fix_row(self, row: Sequence[Any]) -> Sequence[Any]:
+        values = list(row)
+        for index, fixer in self.fixers.items():
+            if values[index] is not None:
+                values[index] = fixer(values[index])
+        return values
 
 
 def reading_session(connection: sa.Connection) -> AbstractContextManager[None]:
