@@ -168,27 +168,29 @@ BAD_VALUES = {  # (DDL columns, rows as SQL) per warehouse; row 1 is good, every
     "sqlite": ("id INTEGER, at DATETIME, amount NUMERIC, doc JSON, name TEXT",
                ["(1, '2024-01-01 10:00:00', 5, '{\"a\": 1}', 'ok')", "(2, 'yesterday', 5, NULL, 'b')",
                 "(3, NULL, 'lots', NULL, 'c')", "(4, NULL, NULL, '{\"a\": ', 'd')",
-                "(5, NULL, NULL, NULL, CAST(x'80ff' AS TEXT))"]),
+                "(5, NULL, NULL, NULL, CAST(x'80ff' AS TEXT))", "(6, '0001-01-01T00:00:00+01:00', 1, NULL, 'f')",
+                "(7, NULL, NULL, '{\"a\": \"\\ud800\", \"n\": 12345678901234567}', 'g')",
+                f"(8, NULL, NULL, '{'[' * 300}{']' * 300}', 'h')"]),
     "duckdb": ("id INTEGER, moment TIMESTAMP, score DOUBLE, doc JSON",
                ["(1, '2024-01-01 10:00:00', 1.5, '{\"a\": 1}')", "(2, 'infinity', NULL, NULL)",
-                "(3, NULL, 'nan', NULL)", "(4, '-infinity', NULL, NULL)"]),
+                "(3, NULL, 'nan', NULL)", "(4, '-infinity', NULL, NULL)", "(5, '10000-01-01', NULL, NULL)"]),
     "postgresql": ("id INTEGER, at TIMESTAMPTZ, day DATE, amount NUMERIC, doc JSONB",
                    ["(1, '2024-01-01 10:00:00+00', '2024-01-01', 5, '{\"a\": 1}')",
                     "(2, 'infinity', NULL, NULL, NULL)", "(3, NULL, '10000-01-01', NULL, NULL)",
                     "(4, NULL, NULL, 'NaN', NULL)", "(5, '0044-03-15 BC', NULL, NULL, NULL)"]),
-    "mariadb": ("id INTEGER, at DATETIME, score DOUBLE",
-                ["(1, '2024-01-01 10:00:00', 1.5)", "(2, '0000-00-00 00:00:00', NULL)"]),
+    "mariadb": ("id INTEGER, at DATETIME, score DOUBLE, flag BOOLEAN",
+                ["(1, '2024-01-01 10:00:00', 1.5, 1)", "(2, '0000-00-00 00:00:00', NULL, NULL)", "(3, NULL, NULL, 2)"]),
 }
 GOOD = {
     "sqlite": {"at": "2024-01-01T10:00:00Z", "amount": 5, "doc": {"a": 1}, "name": "ok"},
     "duckdb": {"moment": "2024-01-01T10:00:00Z", "score": 1.5, "doc": {"a": 1}},
     "postgresql": {"at": "2024-01-01T10:00:00Z", "day": "2024-01-01", "amount": 5, "doc": {"a": 1}},
-    "mariadb": {"at": "2024-01-01T10:00:00Z", "score": 1.5},
+    "mariadb": {"at": "2024-01-01T10:00:00Z", "score": 1.5, "flag": True},
 }
-BAD_COLUMN = {"sqlite": {"2": "at", "3": "amount", "4": "doc", "5": "name"},
-              "duckdb": {"2": "moment", "3": "score", "4": "moment"},
+BAD_COLUMN = {"sqlite": {"2": "at", "3": "amount", "4": "doc", "5": "name", "6": "at", "7": "doc", "8": "doc"},
+              "duckdb": {"2": "moment", "3": "score", "4": "moment", "5": "moment"},
               "postgresql": {"2": "at", "3": "day", "4": "amount", "5": "at"},
-              "mariadb": {"2": "at"}}
+              "mariadb": {"2": "at", "3": "flag"}}
 
 
 def test_a_bad_value_rejects_its_row_only(warehouse: Warehouse, emulator: Emulator, client: PipelinesClient) -> None:
@@ -261,3 +263,50 @@ def test_listed_columns_are_not_schema_drift(warehouse: Warehouse, emulator: Emu
     _people_with(warehouse, ["plan", "tier"])
     assert run_sync(listed, warehouse=warehouse.url, client=client).unchanged == 2
     assert emulator.stats()["requests"] == 1
+
+
+def test_postgresql_types_psycopg_cannot_read_reject_or_go_as_json(warehouse: Warehouse, emulator: Emulator,
+                                                                   client: PipelinesClient) -> None:
+    if warehouse.kind != "postgresql":
+        pytest.skip("PostgreSQL's own types")
+    _sql(warehouse, "CREATE TABLE people (id INTEGER, t TIME, iv INTERVAL, moments TIMESTAMP[], span TSRANGE, "
+                    "docs JSONB[], level TEXT)",
+         """INSERT INTO people VALUES (1, '10:30:00', NULL, ARRAY['2024-01-01 10:00:00'::timestamp, 'infinity'],
+                tsrange('2020-01-01', 'infinity'), ARRAY['{"n": 12345678901234567890.123}'::jsonb], 'a'),
+            (2, '24:00:00', NULL, NULL, NULL, NULL, 'b'), (3, NULL, '1 day', NULL, NULL, NULL, 'c')""")
+    report = run_sync(PEOPLE, warehouse=warehouse.url, client=client)
+    assert {r.key: r.reason.split(" holds")[0] for r in report.rejected} == {"2": "column 't'", "3": "column 'iv'"}
+    assert emulator.snapshot()["people"]["1"]["traits"] == {
+        "t": "10:30:00", "moments": ["2024-01-01T10:00:00", "infinity"], "span": '["2020-01-01 00:00:00",infinity)',
+        "docs": [{"n": Decimal("12345678901234567890.123")}], "level": "a"}
+
+
+def test_doubles_keep_every_digit_whatever_the_server_prints(warehouse: Warehouse, emulator: Emulator,
+                                                             client: PipelinesClient) -> None:
+    if warehouse.kind != "postgresql":
+        pytest.skip("PostgreSQL's extra_float_digits")
+    _sql(warehouse, "CREATE TABLE people (id INTEGER, ratio DOUBLE PRECISION)",
+         "INSERT INTO people VALUES (1, 0.30000000000000004), (2, 0.1)")
+    engine = sa.create_engine(warehouse.url)
+
+    @sa.event.listens_for(engine, "connect")
+    def round_floats(dbapi_connection, _record) -> None:
+        dbapi_connection.execute("SET extra_float_digits = 0")  # what an older server or a pooler may set
+        dbapi_connection.commit()
+
+    try:
+        assert run_sync(PEOPLE, warehouse=engine, client=client).inserted == 2
+    finally:
+        engine.dispose()
+    assert emulator.snapshot()["people"]["1"]["traits"] == {"ratio": 0.30000000000000004}
+
+
+def test_a_renamed_column_is_sent_on_every_diff_path(warehouse: Warehouse, emulator: Emulator,
+                                                     client: PipelinesClient) -> None:
+    """The warehouse's row hash covers column names: a rename moves it although the values stay in order."""
+    _people_with(warehouse, ["tier"])
+    sync_all = dataclasses.replace(PEOPLE, on_schema_change="sync_all_columns")
+    assert run_sync(sync_all, warehouse=warehouse.url, client=client).inserted == 2
+    _sql(warehouse, "ALTER TABLE people RENAME COLUMN tier TO plan")
+    assert run_sync(sync_all, warehouse=warehouse.url, client=client).updated == 2
+    assert emulator.snapshot()["people"]["1"]["traits"] == {"plan": "gold"}

@@ -144,6 +144,6 @@ def test_a_column_type_the_api_cannot_carry_rejects_its_rows_by_name(warehouse: 
     with PipelinesClient("test-key", base_url=emulator.url) as client:
         report = run_sync(SYNC, warehouse=warehouse.engine, client=client)
     assert [r.key for r in report.rejected] == ["1", "2"]
-    assert "column 'trial' holds a timedelta value" in report.rejected[0].reason
+    assert "column 'trial' holds" in report.rejected[0].reason
     assert "convert it in the query" in report.rejected[0].reason
     assert warehouse.accepted_keys(SYNC.name) == {"3"}  # a NULL interval is no problem

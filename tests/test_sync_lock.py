@@ -104,6 +104,7 @@ def test_a_waiting_run_sends_only_what_the_first_one_left(warehouse: Warehouse, 
 def test_a_run_waits_for_another_process_holding_the_lock(warehouse: Warehouse, emulator: Emulator,
                                                           client: PipelinesClient, runs) -> None:
     _people(warehouse)
+    warehouse.release()  # DuckDB: one process may open the file, the holder first
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, warehouse.url], cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -125,9 +126,12 @@ HOLDER = """
 import sys
 from dagster_cdp.sync import StateStore
 
-with StateStore(sys.argv[1]).lock("people", timeout=0):
-    print("holding", flush=True)
-    sys.stdin.readline()
+store = StateStore(sys.argv[1])
+with store.lock("people", timeout=0):
+    with store.engine.connect():  # as a run does: the database open while the lock is held, closed before release
+        print("holding", flush=True)
+        sys.stdin.readline()
+    store.engine.dispose()
 """
 
 

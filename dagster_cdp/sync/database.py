@@ -51,9 +51,13 @@ def check_connects(*engines: sa.Engine) -> None:
             with engine.connect():
                 pass
         except sa.exc.DBAPIError as e:
-            raise SourceError(
-                f"cannot connect to {engine.url.render_as_string(hide_password=True)}: {driver_reason(e, engine)}"
-            ) from None
+            raise unreachable(engine, e) from None
+
+
+def unreachable(engine: sa.Engine, error: sa.exc.DBAPIError) -> SourceError:
+    """The error for a database that refused a connection: its URL (no password) and the driver's reason."""
+    return SourceError(f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
+                       f"{driver_reason(error, engine)}")
 
 
 def driver_reason(error: sa.exc.DBAPIError, engine: sa.Engine) -> str:

@@ -70,7 +70,8 @@ def run_sync(
 ) -> SyncReport:
     """Sync one definition; with dry_run, report what would be sent without sending or writing anything.
 
-    (A dry run does fold the acknowledgements of a killed run into the state table: that changes no key's state.)
+    (A dry run does fold the acknowledgements of a killed run into the state table, and brings state tables of an
+    earlier version up to date: neither changes any key's state.)
     Runs of one sync take turns (see StateStore.lock): the later one then sends only what is still needed.
     """
     started = time.monotonic()
@@ -85,8 +86,9 @@ def run_sync(
             definition.name, definition.partition, definition.partitions))  # its own state, messageIds, report
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
-    check_connects(engine, store.engine)
+    # The lock first: a DuckDB file admits one process, so a second run must wait before it opens the file.
     with store.lock(definition.name, definition.lock_timeout, log):  # released after the DuckDB file is closed
+        check_connects(engine, store.engine)
         try:
             with bounded_duckdb(engine), bounded_duckdb(store.engine):
                 return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
@@ -321,7 +323,6 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
                              planned.version, attempts, failed_hash, rejection.reason, planned.accepted_row_hash))
         report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
     return keys
-
 
 
 def _mapping_change(sync: str, before: dict, after: dict) -> str:

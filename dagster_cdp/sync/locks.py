@@ -23,6 +23,7 @@ from pathlib import Path
 import filelock
 import sqlalchemy as sa
 
+from dagster_cdp.sync.database import unreachable
 from dagster_cdp.sync.errors import SyncLockedError
 
 _POLL_SECONDS = 0.2
@@ -145,7 +146,10 @@ class _SessionLock(_Lock):
         self._engine, self._name = engine, name
 
     def __enter__(self) -> _Lock:
-        self._connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            self._connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError as e:
+            raise unreachable(self._engine, e) from None
         return self
 
     def __exit__(self, *exc: object) -> None:

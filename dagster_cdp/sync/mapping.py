@@ -126,7 +126,10 @@ class RowMapper:
         """The mapped values (removed columns being cleared first, as null); raises BadValueError."""
         values = dict.fromkeys(self._cleared)
         for column, index in self._values:
-            values[column] = to_json_value(row[index], column)
+            try:
+                values[column] = to_json_value(row[index], column)
+            except RecursionError:
+                raise BadValueError(f"column {column!r} holds JSON nested too deep to send") from None
         return values
 
     def _map_entity(self, row: Sequence[Any], m: People | Objects | Relationships) -> MappedRow | tuple[None, str]:
@@ -217,7 +220,10 @@ class RowMapper:
 
     def _sized(self, key: str, key_hash: str, payload: dict, delete_call: dict | None) -> MappedRow:
         """The row, or a problem row when its call is over the API's size limit."""
-        encoded = canonical_json(payload)
+        try:
+            encoded = canonical_json(payload)
+        except TypeError as exc:  # orjson's: nesting past its limit, lone surrogates
+            return MappedRow(key, key_hash, None, None, None, problem=f"call cannot be encoded as JSON: {exc}")
         if len(encoded) + _MESSAGE_ID_FIELD > MAX_CALL_BYTES:
             return MappedRow(key, key_hash, None, None, None,
                              problem=f"call is {len(encoded) + _MESSAGE_ID_FIELD:,} bytes encoded, over the API's "

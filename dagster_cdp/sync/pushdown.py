@@ -1,7 +1,8 @@
 """The in-warehouse diff ("pushdown"): hash each row with SQL and join it to the stored state where both live.
 
 When the state tables are in the warehouse itself and its dialect is one we know, the warehouse computes
-every key and an MD5 of the JSON of the row's mapped columns (by name, in a UTC session), groups by key
+every key and an MD5 of the JSON of the row's mapped column names and values (sorted by name, in a UTC
+session), groups by key
 (duplicates, NULL keys) and full-outer-joins that to the state on the key. Only keys whose row hash differs
 from the one recorded when the API accepted them (and deleted keys) come back to Python, which maps just
 those rows and hands them, with their state, to the work file's plan: every rule about what to send stays
@@ -111,7 +112,8 @@ class Pushdown:
         """Streams the keys that need attention; unchanged keys never leave the warehouse."""
         d = self.definition
         text = self.dialect.text_type
-        hashed = ", ".join(_quote_engine(engine, c) for c in self.hashed_columns)
+        # Names and values: a renamed column moves the hash even where the values and their order do not.
+        hashed = ", ".join(f"{_literal(c)}, {_quote_engine(engine, c)}" for c in self.hashed_columns)
         src_key = self.key_sql.replace("{src}", "cdp_src")
         mirror = d.mode == "mirror"
         # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
-from dagster_cdp.encoding import exact_loads
+from dagster_cdp.encoding import dumps, exact_loads
 from dagster_cdp.sync.values import Unreadable
 
 Fixer = Callable[[Any], Any]
-_DATE_RANGE = "which is not a date-time Customer.io can take (years 1 to 9999)"
+_DATE_RANGE = "which is not a date or time Customer.io can take (years 1 to 9999, hours 0 to 23)"
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,14 @@ class SourceShape:
     """The source's columns, and how to read each one so that no value can fail the fetch."""
 
     columns: list[str]
-    casts: dict[str, str] = field(default_factory=dict)  # column -> SQL type it is read as
+    casts: dict[str, str] = field(default_factory=dict)  # column -> SQL reading it, `{}` standing for the column
     fixers: dict[int, Fixer] = field(default_factory=dict)  # column index -> per-value conversion
 
     def select(self, source_sql: str, quote: Callable[[str], str]) -> str:
         """A SELECT of `source_sql` with the casts applied (the source's own SQL when there are none)."""
         if not self.casts:
             return source_sql
-        columns = ", ".join(f"CAST({quote(c)} AS {self.casts[c]}) AS {quote(c)}" if c in self.casts else quote(c)
+        columns = ", ".join(f"{self.casts[c].format(quote(c))} AS {quote(c)}" if c in self.casts else quote(c)
                             for c in self.columns)
         return f"SELECT {columns} FROM (\n{source_sql}\n) AS cdp_read"
 
@@ -64,8 +63,9 @@ def reading_session(connection: sa.Connection) -> AbstractContextManager[None]:
 
 @contextmanager
 def _postgresql_utc(connection: sa.Connection) -> Iterator[None]:
-    connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # both end with the transaction
+    connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # all three end with the transaction
     connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO, YMD'")
+    connection.exec_driver_sql("SET LOCAL extra_float_digits = 3")  # doubles in full, whatever the server's default
     yield
 
 
@@ -127,19 +127,24 @@ def execute(connection: sa.Connection, sql: str) -> sa.CursorResult:
     return connection.exec_driver_sql(sql)
 
 
-# PostgreSQL: type OIDs -> read as text and converted here (dates, times, JSON keep every digit this way).
-_PG_TEXT = {1114: "timestamp", 1184: "timestamptz", 1082: "date", 114: "json", 3802: "json"}
+# PostgreSQL type OIDs psycopg reads exactly and safely: booleans, bytea, integers, numeric, floats, text, uuid.
+_PG_NATIVE = {16, 17, 18, 19, 20, 21, 23, 25, 26, 700, 701, 1042, 1043, 1700, 2950}
+# Read as text and parsed here: dates and times (psycopg fails the fetch on 'infinity' or year 10000), JSON
+# (psycopg would read its numbers through floats), intervals (rejected, naming the column).
+_PG_TEXT = {1114: "timestamp", 1184: "timestamp", 1082: "date", 1083: "time", 1266: "time", 114: "json", 3802: "json",
+            1186: "interval"}
 
 
 def _postgresql(columns: list[str], oids: list[int]) -> SourceShape:
+    """Every type psycopg might fail on or round is read as text; arrays, ranges, enums and the rest as JSON text."""
     casts, fixers = {}, {}
     for index, (column, oid) in enumerate(zip(columns, oids)):
-        kind = _PG_TEXT.get(oid)
-        if kind is not None:
-            casts[column] = "text"
-            fixers[index] = _TEXT_READERS[kind]
-        elif oid == 700:
+        if oid == 700:
             fixers[index] = _single_precision
+        elif oid in _PG_TEXT:
+            casts[column], fixers[index] = "CAST({} AS text)", _TEXT_READERS[_PG_TEXT[oid]]
+        elif oid not in _PG_NATIVE:
+            casts[column], fixers[index] = "CAST(to_jsonb({}) AS text)", _json
     return SourceShape(columns, casts, fixers)
 
 
@@ -167,7 +172,7 @@ def _mysql(columns: list[str], description: Sequence[Sequence[Any]], declared: d
         elif d[1] == 245 or isinstance(declared.get(d[0]), sa.JSON):
             fixers[index] = _json
         elif d[1] == 1 and d[3] == 1:
-            fixers[index] = bool  # TINYINT(1), MySQL's BOOLEAN
+            fixers[index] = _boolean  # TINYINT(1), MySQL's BOOLEAN
     return SourceShape(columns, {}, fixers)
 
 
@@ -208,11 +213,17 @@ def _parsed(parse: Callable[[str], Any]) -> Fixer:
     return read
 
 
+def _interval(value: Any) -> Unreadable:
+    return Unreadable(str(value), "an interval, which Customer.io cannot take; convert it in the query (e.g. to seconds)")
+
+
 def _moment_or_unreadable(value: Any) -> Any:
     return Unreadable(value, _DATE_RANGE) if isinstance(value, str) else value
 
 
 def _finite_moment(value: Any) -> Any:
+    if isinstance(value, str):  # DuckDB hands a date past year 9999 or BC to Python as text
+        return Unreadable(value, _DATE_RANGE)
     if isinstance(value, dt.datetime) and value.replace(tzinfo=None) in (dt.datetime.max, dt.datetime.min):
         return Unreadable("infinity", _DATE_RANGE)
     if type(value) is dt.date and value in (dt.date.max, dt.date.min):
@@ -224,9 +235,11 @@ def _json(value: Any) -> Any:
     if not isinstance(value, (str, bytes)):
         return value
     try:
-        return exact_loads(value)
-    except (orjson.JSONDecodeError, ValueError):
-        return Unreadable(str(value), "which is not valid JSON")
+        parsed = exact_loads(value)
+        dumps(parsed)  # what parses may still not encode: lone surrogates, nesting past orjson's limit
+    except (ValueError, TypeError, RecursionError):  # decode errors are ValueErrors, orjson's encode ones TypeErrors
+        return Unreadable(str(value)[:200], "which is not JSON that can be sent (malformed, or nested too deep)")
+    return parsed
 
 
 def _decimal(value: Any) -> Any:
@@ -256,6 +269,5 @@ def _single_precision(value: Any) -> Any:
     return value
 
 
-_TEXT_READERS: dict[str, Fixer] = {"timestamp": _parsed(dt.datetime.fromisoformat),
-                                   "timestamptz": _parsed(dt.datetime.fromisoformat),
-                                   "date": _parsed(dt.date.fromisoformat), "json": _json}
+_TEXT_READERS: dict[str, Fixer] = {"timestamp": _parsed(dt.datetime.fromisoformat), "date": _parsed(dt.date.fromisoformat),
+                                   "time": _parsed(dt.time.fromisoformat), "json": _json, "interval": _interval}

@@ -104,17 +104,25 @@ class StateStore:
         `sync` columns compare exactly on MySQL/MariaDB, and `row_hash` exists."""
         if self._upgraded:
             return
-        self._upgraded = True
         if self.engine.dialect.name in _MYSQL:
             self._exact_sync_names()
         inspector = sa.inspect(self.engine)
         for table in (self.state, self.acks):
-            if not inspector.has_table(table.name, schema=table.schema):
-                continue
-            name = self.engine.dialect.identifier_preparer.format_table(table)
-            with self.engine.begin() as connection:  # columns by a query: duckdb-engine cannot always reflect
-                if "row_hash" not in connection.exec_driver_sql(f"SELECT * FROM {name} WHERE 1 = 0").keys():
-                    connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN row_hash VARCHAR(32)")
+            if inspector.has_table(table.name, schema=table.schema) and not self._has_row_hash(table):
+                try:
+                    with self.engine.begin() as connection:
+                        connection.exec_driver_sql(f"ALTER TABLE {self._name(table)} ADD COLUMN row_hash VARCHAR(32)")
+                except sa.exc.DBAPIError:
+                    if not self._has_row_hash(table):  # else another sync's run added it at the same moment
+                        raise
+        self._upgraded = True
+
+    def _has_row_hash(self, table: sa.Table) -> bool:
+        with self.engine.connect() as connection:  # by a query: duckdb-engine cannot always reflect
+            return "row_hash" in connection.exec_driver_sql(f"SELECT * FROM {self._name(table)} WHERE 1 = 0").keys()
+
+    def _name(self, table: sa.Table) -> str:
+        return self.engine.dialect.identifier_preparer.format_table(table)
 
     def _exact_sync_names(self) -> None:
         """Makes `sync` columns created with a case-insensitive collation compare exactly, altered in place: an

@@ -48,7 +48,10 @@ def to_json_value(value: Any, column: str) -> Any:
             raise BadValueError(f"column {column!r} holds {value}, which JSON cannot carry")
         return exact_number(value)
     if isinstance(value, dt.datetime):
-        return utc_iso(value)
+        try:
+            return utc_iso(value)
+        except OverflowError:  # an offset that moves it past year 9999 or before year 1 in UTC
+            raise BadValueError(f"column {column!r} holds {value}, which is outside years 1 to 9999 in UTC") from None
     if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
