@@ -30,7 +30,7 @@ def utc_iso(value: dt.datetime) -> str:
 
 
 _INT64 = range(-(2**63), 2**64)  # what orjson writes as an integer
-_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}")  # 16+ digits: a double might not carry them
+_LONG_NUMBER = re.compile(r"[0-9][0-9.]{15,}")  # 16+ digits: a double might not carry them
 
 
 def decimal_text(value: Decimal) -> str:
@@ -57,10 +57,10 @@ def _exact_float(text: str) -> float | Decimal:
 
 def exact_loads(data: str | bytes) -> Any:
     """`orjson.loads`, except that numbers with more digits than a double holds come back as Decimal (or int)."""
-    raw = data.encode() if isinstance(data, str) else data
-    if _LONG_NUMBER.search(raw) is None:
-        return orjson.loads(raw)
-    return json.loads(raw, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)),
+    text = data if isinstance(data, str) else data.decode()
+    if _LONG_NUMBER.search(text) is None:
+        return orjson.loads(text)
+    return json.loads(text, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)),
                       parse_constant=_not_json)
 
 

@@ -125,11 +125,12 @@ class RowMapper:
     def _row_values(self, row: Sequence[Any]) -> dict[str, Any]:
         """The mapped values (removed columns being cleared first, as null); raises BadValueError."""
         values = dict.fromkeys(self._cleared)
-        for column, index in self._values:
-            try:
+        column = ""
+        try:
+            for column, index in self._values:
                 values[column] = to_json_value(row[index], column)
-            except RecursionError:
-                raise BadValueError(f"column {column!r} holds JSON nested too deep to send") from None
+        except RecursionError:
+            raise BadValueError(f"column {column!r} holds JSON nested too deep to send") from None
         return values
 
     def _map_entity(self, row: Sequence[Any], m: People | Objects | Relationships) -> MappedRow | tuple[None, str]:

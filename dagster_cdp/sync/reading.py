@@ -224,6 +224,8 @@ def _moment_or_unreadable(value: Any) -> Any:
 def _finite_moment(value: Any) -> Any:
     if isinstance(value, str):  # DuckDB hands a date past year 9999 or BC to Python as text
         return Unreadable(value, _DATE_RANGE)
+    if value.year not in (1, 9999):  # the common case, cheaply
+        return value
     if isinstance(value, dt.datetime) and value.replace(tzinfo=None) in (dt.datetime.max, dt.datetime.min):
         return Unreadable("infinity", _DATE_RANGE)
     if type(value) is dt.date and value in (dt.date.max, dt.date.min):

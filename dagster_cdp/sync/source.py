@@ -123,6 +123,6 @@ def read_source(engine: sa.Engine, definition: SyncDefinition, since: sa.BindPar
         except sa.exc.DBAPIError as e:
             raise _read_failed(definition, connection, e) from None
         try:
-            yield shape.columns, shape.fix(row for partition in result.partitions() for row in partition)
+            yield shape.columns, shape.fix(row for partition in result.partitions(CHUNK_ROWS) for row in partition)
         finally:
             result.close()

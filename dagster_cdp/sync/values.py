@@ -16,6 +16,9 @@ from typing import Any
 from dagster_cdp.encoding import decimal_text, exact_number, utc_iso
 
 
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1  # the integers orjson writes itself
+
+
 class BadValueError(ValueError):
     """A single row's value cannot be sent (NaN, Infinity, unreadable text); that row is rejected, the others proceed."""
 
@@ -35,7 +38,12 @@ class Unreadable:
 
 def to_json_value(value: Any, column: str) -> Any:
     """Convert one column value; raises BadValueError for a value the API cannot carry."""
-    if value is None or isinstance(value, (bool, str)):
+    kind = type(value)
+    if value is None or kind is str or kind is bool:  # the common cases first: this runs for every value
+        return value
+    if kind is int:
+        return value if _INT64_MIN <= value <= _UINT64_MAX else exact_number(value)
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return exact_number(value)
