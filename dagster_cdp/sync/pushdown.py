@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.definition import Objects, People, SyncDefinition
@@ -112,8 +113,9 @@ class Pushdown:
         """Streams the keys that need attention; unchanged keys never leave the warehouse."""
         d = self.definition
         text = self.dialect.text_type
-        # Names and values: a renamed column moves the hash even where the values and their order do not.
-        hashed = ", ".join(f"{_literal(c)}, {_quote_engine(engine, c)}" for c in self.hashed_columns)
+        hashed = ", ".join(_quote_engine(engine, c) for c in self.hashed_columns)
+        # The names lead the hashed text, so a renamed column moves the hash even where the values do not.
+        names = _literal(orjson.dumps(self.hashed_columns).decode())
         src_key = self.key_sql.replace("{src}", "cdp_src")
         mirror = d.mode == "mirror"
         # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
@@ -124,7 +126,8 @@ class Pushdown:
         readable = self.shape.select(self.source_sql, quote)
         sql = f"""
             WITH src AS (
-                SELECT {src_key} AS cdp_key, md5(CAST({self.dialect.json_array}({hashed}) AS {text})) AS cdp_hash
+                SELECT {src_key} AS cdp_key,
+                       md5({names} || CAST({self.dialect.json_array}({hashed}) AS {text})) AS cdp_hash
                 FROM (\n{self.source_sql}\n) AS cdp_src{self._partition_filter("cdp_src")}
             ), agg AS (
                 SELECT cdp_key, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY cdp_key
