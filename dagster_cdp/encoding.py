@@ -29,7 +29,7 @@ def utc_iso(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-_INT64 = range(-(2**63), 2**64)  # what orjson writes as an integer
+ORJSON_INTEGERS = range(-(2**63), 2**64)  # the integers orjson writes itself; others go through Decimal
 _LONG_NUMBER = re.compile(r"[0-9][0-9.]{15,}")  # 16+ digits: a double might not carry them
 
 
@@ -44,8 +44,8 @@ def decimal_text(value: Decimal) -> str:
 def exact_number(value: Decimal | int) -> Decimal | int:
     """A number JSON carries exactly: small integers as int, everything else as Decimal (written digit for digit)."""
     if isinstance(value, int):
-        return value if value in _INT64 else Decimal(value)
-    if value == value.to_integral_value() and int(value) in _INT64:
+        return value if value in ORJSON_INTEGERS else Decimal(value)
+    if value == value.to_integral_value() and int(value) in ORJSON_INTEGERS:
         return int(value)
     return value
 

@@ -17,12 +17,11 @@ import orjson
 
 from dagster_cdp.encoding import exact_loads
 from dagster_cdp.sync.mapping import MappedRow, json_text
+from dagster_cdp.sync.state import state_field_types
 
 _SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
                    "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT", "row_hash": "VARCHAR"}
-_STATE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "delete_call": "VARCHAR",
-                  "version": "INTEGER", "attempts": "INTEGER", "failed_hash": "VARCHAR", "last_error": "VARCHAR",
-                  "row_hash": "VARCHAR"}  # state.STATE_FIELDS
+_STATE_COLUMNS = state_field_types("VARCHAR")
 LOAD_ROWS = 50_000
 FETCH_ROWS = 5_000
 DELETE_MARK = "delete"  # failed_hash of a key whose deletion was rejected

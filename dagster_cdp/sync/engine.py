@@ -123,7 +123,7 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
         if pushdown is not None:
             log.debug("sync %r: diffing in the warehouse", definition.name)
             pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
-        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, values,
+        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, shape, values,
                                                    _since(definition, mark))
         if mark is not None and cursor_kind not in (None, mark.kind):
             raise SourceError(f"Sync {definition.name!r}: cursor column {mark.column!r} held {mark.kind} values "
@@ -195,12 +195,13 @@ def _mapping_of(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(definition: SyncDefinition, engine: sa.Engine, work: WorkFile, report: SyncReport,
-          log: logging.Logger, values: ValueColumns, since: sa.BindParameter | None = None) -> str | None:
+          log: logging.Logger, shape: SourceShape, values: ValueColumns, since: sa.BindParameter | None = None
+          ) -> str | None:
     """Streams the source through the mapper into the work file; rows without a key are reported here.
 
     Returns how the cursor values were encoded (None without a cursor column or when no row had one).
     """
-    with read_source(engine, definition, since) as (columns, rows):
+    with read_source(engine, definition, shape, since) as (columns, rows):
         mapper = RowMapper(definition, columns, values)
         last_progress = time.monotonic()
 

@@ -33,7 +33,7 @@ from dagster_cdp.sync.partitions import partition_sql
 from dagster_cdp.sync.reading import SourceShape, execute, reading_session
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.source import source_sql
-from dagster_cdp.sync.state import STATE_FIELDS, StateStore
+from dagster_cdp.sync.state import STATE_FIELDS, StateStore, state_field_types
 
 FETCH_ROWS = 10_000
 
@@ -45,33 +45,15 @@ class Dialect:
     name: str
     text_type: str
     json_array: str  # function building a JSON array of values, NULL and '' kept distinct
-
-    def key_types(self, connection: sa.Connection, source_sql: str, columns: Sequence[str]) -> dict[str, str]:
-        """The SQL type of each of `columns` in the source, upper-case."""
-        if self.name == "duckdb":
-            described = connection.exec_driver_sql(f"DESCRIBE SELECT * FROM (\n{source_sql}\n) AS cdp_src").fetchall()
-            return {row[0]: str(row[1]).upper() for row in described if row[0] in columns}
-        cursor = connection.connection.cursor()  # the driver's description carries each column's type OID
-        try:
-            cursor.execute(f"SELECT * FROM (\n{source_sql}\n) AS cdp_src LIMIT 0")
-            oids = {d[0]: d[1] for d in cursor.description}
-        finally:
-            cursor.close()
-        return {c: _PG_TYPES.get(oids.get(c), "OTHER") for c in columns}
-
-    def exact_text(self, sql_type: str) -> bool:
-        """Whether CAST(value AS text) is exactly Python's str() of the driver's value."""
-        if self.name == "duckdb":
-            return sql_type in {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                                "UINTEGER", "UBIGINT", "VARCHAR"}
-        return sql_type in {"SMALLINT", "INTEGER", "BIGINT", "TEXT", "CHARACTER VARYING"}
+    exact_text_types: frozenset  # column types (as `SourceShape.types` has them) whose SQL text is Python's str()
 
 
-_PG_TYPES = {20: "BIGINT", 21: "SMALLINT", 23: "INTEGER", 25: "TEXT", 1043: "CHARACTER VARYING"}
 
 DIALECTS = {
-    "duckdb": Dialect("duckdb", "VARCHAR", "json_array"),  # run_sync bounds its memory (sync/memory.py)
-    "postgresql": Dialect("postgresql", "TEXT", "json_build_array"),
+    "duckdb": Dialect("duckdb", "VARCHAR", "json_array", frozenset({  # run_sync bounds its memory (sync/memory.py)
+        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+        "VARCHAR"})),
+    "postgresql": Dialect("postgresql", "TEXT", "json_build_array", frozenset({20, 21, 23, 25, 1043})),  # OIDs
 }
 
 
@@ -205,9 +187,8 @@ class Pushdown:
     def _state_sql(self, engine: sa.Engine) -> str:
         """This sync's stored state; an empty relation before the state tables exist (a dry run creates none)."""
         if not self.store.exists():
-            text = self.dialect.text_type
-            kinds = [text, text, text, text, "INTEGER", "INTEGER", text, text, text]
-            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {f}" for f, k in zip(STATE_FIELDS, kinds)) + " WHERE 1 = 0"
+            kinds = state_field_types(self.dialect.text_type)
+            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {f}" for f, k in kinds.items()) + " WHERE 1 = 0"
         state = engine.dialect.identifier_preparer.format_table(self.store.state)
         return f"SELECT {', '.join(STATE_FIELDS)} FROM {state} WHERE sync = {_literal(self.definition.name)}"
 
@@ -227,16 +208,11 @@ def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateSto
         extra = [mapping.id_column]
     else:
         return None
-    sql = source_sql(definition, engine)
     if any(c not in shape.columns for c in [*extra, *values.sent]):
         return None  # the generic path names the missing column
-    try:
-        with engine.connect() as connection:
-            types = dialect.key_types(connection, sql, [key_column])
-    except (sa.exc.DBAPIError, engine.dialect.loaded_dbapi.Error):
-        return None  # the generic path reports what is wrong with the source
-    if not dialect.exact_text(types.get(key_column, "")):
+    if shape.types[shape.columns.index(key_column)] not in dialect.exact_text_types:
         return None
+    sql = source_sql(definition, engine)
     cast = "CAST({src}." + _quote_engine(engine, key_column) + f" AS {dialect.text_type})"
     key_sql = f"CASE WHEN {cast} = '' THEN NULL ELSE {_literal(prefix)} || {cast} END"
     hashed = sorted({*extra, *values.sent})

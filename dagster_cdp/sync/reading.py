@@ -32,6 +32,7 @@ class SourceShape:
     """The source's columns, and how to read each one so that no value can fail the fetch."""
 
     columns: list[str]
+    types: list[Any]  # each column's type as the driver describes it (PostgreSQL: its OID; DuckDB: its name)
     casts: dict[str, str] = field(default_factory=dict)  # column -> SQL reading it, `{}` standing for the column
     fixers: dict[int, Fixer] = field(default_factory=dict)  # column index -> per-value conversion
 
@@ -70,23 +71,22 @@ def _postgresql_utc(connection: sa.Connection) -> Iterator[None]:
 
 
 @contextmanager
-def _mysql_utc(connection: sa.Connection) -> Iterator[None]:
-    before = connection.exec_driver_sql("SELECT @@session.time_zone").scalar_one()
-    connection.exec_driver_sql("SET time_zone = '+00:00'")
+def _session_setting(connection: sa.Connection, current: str, assign: str, value: str) -> Iterator[None]:
+    """`assign` (a SET statement taking `{}`) sets `value` for the block; what `current` read is set back after."""
+    before = connection.exec_driver_sql(current).scalar_one()
+    connection.exec_driver_sql(assign.format(value))
     try:
         yield
     finally:
-        connection.exec_driver_sql("SET time_zone = %s", (before,))
+        connection.exec_driver_sql(assign.format(before))
 
 
-@contextmanager
-def _duckdb_utc(connection: sa.Connection) -> Iterator[None]:
-    before = connection.exec_driver_sql("SELECT current_setting('TimeZone')").scalar_one()
-    connection.exec_driver_sql("SET SESSION TimeZone = 'UTC'")
-    try:
-        yield
-    finally:
-        connection.exec_driver_sql(f"SET SESSION TimeZone = '{before}'")
+def _mysql_utc(connection: sa.Connection) -> AbstractContextManager[None]:
+    return _session_setting(connection, "SELECT @@session.time_zone", "SET time_zone = '{}'", "+00:00")
+
+
+def _duckdb_utc(connection: sa.Connection) -> AbstractContextManager[None]:
+    return _session_setting(connection, "SELECT current_setting('TimeZone')", "SET SESSION TimeZone = '{}'", "UTC")
 
 
 @contextmanager
@@ -117,7 +117,7 @@ def source_shape(connection: sa.Connection, source_sql: str, declared: dict[str,
         return _duckdb(columns, [str(d[1]).upper() for d in description])
     if name in ("mysql", "mariadb"):
         return _mysql(columns, description, declared)
-    return _declared(columns, declared)
+    return _declared(columns, [d[1] for d in description], declared)
 
 
 def execute(connection: sa.Connection, sql: str) -> sa.CursorResult:
@@ -145,7 +145,7 @@ def _postgresql(columns: list[str], oids: list[int]) -> SourceShape:
             casts[column], fixers[index] = "CAST({} AS text)", _TEXT_READERS[_PG_TEXT[oid]]
         elif oid not in _PG_NATIVE:
             casts[column], fixers[index] = "CAST(to_jsonb({}) AS text)", _json
-    return SourceShape(columns, casts, fixers)
+    return SourceShape(columns, oids, casts, fixers)
 
 
 def _duckdb(columns: list[str], types: list[str]) -> SourceShape:
@@ -157,7 +157,7 @@ def _duckdb(columns: list[str], types: list[str]) -> SourceShape:
             fixers[index] = _json
         elif kind.startswith(("TIMESTAMP", "DATE")):
             fixers[index] = _finite_moment  # DuckDB hands 'infinity' to Python as datetime.max
-    return SourceShape(columns, {}, fixers)
+    return SourceShape(columns, types, {}, fixers)
 
 
 _MYSQL_MOMENTS = {7, 10, 12}  # TIMESTAMP, DATE, DATETIME: pymysql hands back a zero date as text
@@ -173,10 +173,10 @@ def _mysql(columns: list[str], description: Sequence[Sequence[Any]], declared: d
             fixers[index] = _json
         elif d[1] == 1 and d[3] == 1:
             fixers[index] = _boolean  # TINYINT(1), MySQL's BOOLEAN
-    return SourceShape(columns, {}, fixers)
+    return SourceShape(columns, [d[1] for d in description], {}, fixers)
 
 
-def _declared(columns: list[str], declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+def _declared(columns: list[str], types: list[Any], declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
     """SQLite (and any other dialect): raw driver values, converted by the declared type of a table's column."""
     fixers: dict[int, Fixer] = {}
     for index, column in enumerate(columns):
@@ -191,7 +191,7 @@ def _declared(columns: list[str], declared: dict[str, sa.types.TypeEngine]) -> S
             fixers[index] = _decimal
         elif isinstance(kind, sa.Boolean):
             fixers[index] = _boolean
-    return SourceShape(columns, {}, fixers)
+    return SourceShape(columns, types, {}, fixers)
 
 
 def _utf8(data: bytes) -> str | Unreadable:

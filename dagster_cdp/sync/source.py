@@ -103,14 +103,14 @@ def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
 
 
 @contextmanager
-def read_source(engine: sa.Engine, definition: SyncDefinition, since: sa.BindParameter | None = None
-                ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShape,
+                since: sa.BindParameter | None = None) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
     """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one.
 
-    With `since`, only rows whose cursor column is >= it (an incremental read of a send-once sync).
+    `shape` is the source as `describe_source` found it this run. With `since`, only rows whose cursor column
+    is >= it (an incremental read of a send-once sync).
     """
     with engine.connect() as connection, reading_session(connection):
-        shape = describe_source(connection, definition)
         quote = engine.dialect.identifier_preparer.quote_identifier
         sql = source_sql(definition, engine)
         if since is not None:

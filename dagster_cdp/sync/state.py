@@ -31,6 +31,12 @@ from dagster_cdp.sync.locks import hold, lease_table
 _IN_CHUNK = 500
 STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "attempts", "failed_hash", "last_error",
                 "row_hash")  # a key's state, in KeyState's order
+
+
+def state_field_types(text_type: str) -> dict[str, str]:
+    """STATE_FIELDS with their SQL types, text spelled as the database at hand spells it."""
+    return {field: "INTEGER" if field in ("version", "attempts") else text_type for field in STATE_FIELDS}
+
 _UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
 _COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
 _MYSQL = ("mysql", "mariadb")
@@ -200,16 +206,14 @@ class StateStore:
         sync's time (duckdb-engine ~0.15 ms a row)."""
         placeholder, text = _COLUMN_PARAMETERS[self.engine.dialect.name]
         table = self.engine.dialect.identifier_preparer.format_table(self.acks)
-        columns = {"key_hash": text, "key": text, "payload_hash": text, "delete_call": text,
-                   "version": "INTEGER", "attempts": "INTEGER", "failed_hash": text, "last_error": text,
-                   "row_hash": text}
-        values = [[getattr(k, name) for k in keys] for name in columns]
-        values[-2] = [error[:2000] if error else None for error in values[-2]]
+        columns = state_field_types(text)
+        values = {name: [getattr(k, name) for k in keys] for name in columns}
+        values["last_error"] = [error[:2000] if error else None for error in values["last_error"]]
         unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
         with self.engine.begin() as connection:
             connection.exec_driver_sql(
                 f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at, seq) "
-                f"SELECT {placeholder}, {unnested}, {placeholder}, {placeholder}", (sync, *values, now, self._seq))
+                f"SELECT {placeholder}, {unnested}, {placeholder}, {placeholder}", (sync, *values.values(), now, self._seq))
 
     def settle(self, sync: str) -> int:
         """Folds a sync's appended acknowledgements into the state table in one transaction; returns how many.

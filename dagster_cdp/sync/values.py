@@ -13,10 +13,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from dagster_cdp.encoding import decimal_text, exact_number, utc_iso
-
-
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1  # the integers orjson writes itself
+from dagster_cdp.encoding import ORJSON_INTEGERS, decimal_text, exact_number, utc_iso
 
 
 class BadValueError(ValueError):
@@ -42,7 +39,7 @@ def to_json_value(value: Any, column: str) -> Any:
     if value is None or kind is str or kind is bool:  # the common cases first: this runs for every value
         return value
     if kind is int:
-        return value if _INT64_MIN <= value <= _UINT64_MAX else exact_number(value)
+        return value if value in ORJSON_INTEGERS else Decimal(value)
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
