@@ -28,6 +28,8 @@ def sync_report_metadata(report: SyncReport) -> dict[str, Any]:
         "diff": report.diff,
         "full_resync": report.full_resync,
     }
+    if report.diff_reason:
+        metadata["diff_reason"] = report.diff_reason
     if report.rejected:
         metadata["rejections"] = dg.MetadataValue.md(rejections_markdown(report))
     if report.dry_run and report.samples:  # a preview asked for; real runs keep row data out of the event log

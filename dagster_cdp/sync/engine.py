@@ -22,10 +22,10 @@ from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
-from dagster_cdp.sync.memory import bounded_duckdb
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import plan_pushdown
-from dagster_cdp.sync.reading import SourceShape, reading_session
+from dagster_cdp.sync.dialects import dialect_of, reading_session
+from dagster_cdp.sync.reading import SourceShape
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
 from dagster_cdp.sync.source import CHUNK_ROWS, describe_source, read_source
@@ -90,7 +90,7 @@ def run_sync(
     with store.lock(definition.name, definition.lock_timeout, log):  # released after the DuckDB file is closed
         check_connects(engine, store.engine)
         try:
-            with bounded_duckdb(engine), bounded_duckdb(store.engine):
+            with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):
                 return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
         finally:
             if isinstance(warehouse, str):
@@ -109,9 +109,9 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
     values = resolve_columns(definition, shape.columns, stored[1] if stored else None, full_resync=full_resync)
     fields = {**mapping_fields, **recorded_fields(values)}
     fingerprint = hash_hex(canonical_json(fields))
-    pushdown = plan_pushdown(definition, engine, store, shape, values)
+    pushdown, why_portable = plan_pushdown(definition, engine, store, shape, values)
     report = SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync,
-                        diff="in-warehouse" if pushdown else "portable")
+                        diff="in-warehouse" if pushdown else "portable", diff_reason=why_portable)
     if stored is not None:
         _settle(definition, store, log, after_crash=True)  # a killed run's acknowledgements, before the diff
 

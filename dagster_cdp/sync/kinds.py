@@ -36,9 +36,15 @@ class CallMapping:
         """Columns sent as properties/attributes; None means every column that is not an identifier."""
         raise NotImplementedError
 
+    def key_columns(self) -> list[str]:
+        """The columns a row's key is made of: one column's value, or the JSON array of several (as `key` makes it,
+        and as the in-warehouse diff matches it)."""
+        raise NotImplementedError
+
     def key(self, part: Part) -> str:
         """The row's key in the sync state; raises MissingKeyError."""
-        raise NotImplementedError
+        parts = [_required(part, column) for column in self.key_columns()]
+        return parts[0] if len(parts) == 1 else orjson.dumps(parts).decode()
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(the call to send, the call that undoes it later or None); raises BadValueError for a row to report."""
@@ -92,8 +98,8 @@ class Devices(CallMapping):
     def value_columns(self) -> Sequence[str] | None:
         return self.attributes
 
-    def key(self, part: Part) -> str:
-        return orjson.dumps([_required(part, self.user_id_column), _required(part, self.token_column)]).decode()
+    def key_columns(self) -> list[str]:
+        return [self.user_id_column, self.token_column]
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         user_id, token = part(self.user_id_column), part(self.token_column)
@@ -118,8 +124,8 @@ class Suppressions(CallMapping):
     def value_columns(self) -> Sequence[str] | None:
         return []
 
-    def key(self, part: Part) -> str:
-        return _required(part, self.user_id_column)
+    def key_columns(self) -> list[str]:
+        return [self.user_id_column]
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         user_id = part(self.user_id_column)
@@ -148,8 +154,8 @@ class _SentOnce(CallMapping):
         return _columns(self.id_column, self.user_id_column, self.anonymous_id_column, self.timestamp_column,
                         *self._own_columns())
 
-    def key(self, part: Part) -> str:
-        return _required(part, self.id_column)
+    def key_columns(self) -> list[str]:
+        return [self.id_column]
 
     def _person(self, part: Part) -> dict[str, Any]:
         person = {"userId": part(self.user_id_column) if self.user_id_column else None,
@@ -242,8 +248,8 @@ class Aliases(CallMapping):
     def value_columns(self) -> Sequence[str] | None:
         return []
 
-    def key(self, part: Part) -> str:
-        return orjson.dumps([_required(part, self.previous_id_column), _required(part, self.user_id_column)]).decode()
+    def key_columns(self) -> list[str]:
+        return [self.previous_id_column, self.user_id_column]
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         return {"type": "alias", "previousId": part(self.previous_id_column), "userId": part(self.user_id_column)}, None

@@ -1,8 +1,8 @@
 """One run of a sync at a time: a lock per sync, held in the state store's database with what it offers.
 
-PostgreSQL: a session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite and DuckDB files: an OS lock on a file
-beside the database; in-memory databases: a lock in this process; any other database: a lease row in
-`{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
+Each warehouse's `Dialect` picks one: PostgreSQL a session advisory lock; MySQL/MariaDB GET_LOCK; SQLite and
+DuckDB files an OS lock on a file beside the database (in-memory ones a lock in this process); any other
+database a lease row in `{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
 expires instead), so a killed run never leaves a sync locked for good.
 """
 
@@ -33,10 +33,9 @@ _LOCAL_GUARD = threading.Lock()
 
 
 @contextmanager
-def hold(engine: sa.Engine, locks: sa.Table, state_table: str, sync: str, timeout: float,
-         log: logging.Logger) -> Iterator[None]:
-    """Holds the lock of `sync` in this state store, waiting up to `timeout` seconds for another run's to end."""
-    with _lock_for(engine, locks, state_table, sync) as lock:
+def hold(engine: sa.Engine, lock: Lock, sync: str, timeout: float, log: logging.Logger) -> Iterator[None]:
+    """Holds `lock` (of `sync`, in the state store at `engine`), waiting up to `timeout` seconds for another run's."""
+    with lock:
         if not lock.acquire(0):
             if timeout > 0:
                 log.info("sync %r: another run holds its lock; waiting up to %g s", sync, timeout)
@@ -57,17 +56,12 @@ def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
             f"process holding it (a lease in a `locks` table expires {LEASE_SECONDS:g} s after).")
 
 
-def _lock_for(engine: sa.Engine, locks: sa.Table, state_table: str, sync: str) -> _Lock:
-    dialect, database, name = engine.dialect.name, engine.url.database, f"{state_table}|{sync}"
-    if dialect in ("sqlite", "duckdb") and _in_memory(database):
+def file_lock(engine: sa.Engine, name: str) -> Lock:
+    """The lock of a database in a file (SQLite, DuckDB): beside the file, or in this process for one in memory."""
+    database = engine.url.database
+    if _in_memory(database):
         return _LocalLock((id(engine), name))
-    if dialect in ("sqlite", "duckdb"):
-        return _FileLock(Path(database), name)
-    if dialect == "postgresql":
-        return _AdvisoryLock(engine, name)
-    if dialect in ("mysql", "mariadb"):
-        return _NamedLock(engine, name)
-    return Lease(engine, locks, name, sync)
+    return _FileLock(Path(database), name)
 
 
 def _in_memory(database: str | None) -> bool:
@@ -90,10 +84,10 @@ def _poll(attempt: Callable[[], bool], wait: float) -> bool:
     return True
 
 
-class _Lock:
+class Lock:
     """A lock's resources (connection, file, renewal) live from __enter__ to __exit__, acquired or not."""
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> Lock:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -107,7 +101,7 @@ class _Lock:
         raise NotImplementedError
 
 
-class _LocalLock(_Lock):
+class _LocalLock(Lock):
     """An in-memory database lives in this process only, so a lock in this process is enough."""
 
     def __init__(self, key: tuple[int, str]) -> None:
@@ -121,7 +115,7 @@ class _LocalLock(_Lock):
         self._lock.release()
 
 
-class _FileLock(_Lock):
+class _FileLock(Lock):
     """An OS lock on `<database>.<hash>.lock`, taken before the database is opened (DuckDB admits one process)."""
 
     def __init__(self, database: Path, name: str) -> None:
@@ -139,13 +133,13 @@ class _FileLock(_Lock):
         self._lock.release()
 
 
-class _SessionLock(_Lock):
+class _SessionLock(Lock):
     """A lock held by a database session: on a connection of its own, in autocommit so no transaction idles."""
 
     def __init__(self, engine: sa.Engine, name: str) -> None:
         self._engine, self._name = engine, name
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> Lock:
         try:
             self._connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError as e:
@@ -159,10 +153,10 @@ class _SessionLock(_Lock):
         return self._connection.execute(sa.text(sql), parameters).scalar()
 
 
-class _AdvisoryLock(_SessionLock):
+class AdvisoryLock(_SessionLock):
     """PostgreSQL: a session advisory lock keyed by 64 bits of the schema, state table and sync names."""
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> Lock:
         super().__enter__()
         schema = self._scalar("SELECT current_schema()")
         self._key = int.from_bytes(_digest(f"{schema}.{self._name}", 8), "big", signed=True)
@@ -175,10 +169,10 @@ class _AdvisoryLock(_SessionLock):
         self._scalar("SELECT pg_advisory_unlock(:key)", key=self._key)
 
 
-class _NamedLock(_SessionLock):
+class NamedLock(_SessionLock):
     """MySQL/MariaDB: GET_LOCK, whose names are server-wide and at most 64 characters: a prefix and a hash."""
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> Lock:
         super().__enter__()
         database = self._scalar("SELECT DATABASE()")
         self._key = f"cdp_sync:{_digest(f'{database}.{self._name}', 20).hex()}"
@@ -191,7 +185,7 @@ class _NamedLock(_SessionLock):
         self._scalar("SELECT RELEASE_LOCK(:key)", key=self._key)
 
 
-class Lease(_Lock):
+class Lease(Lock):
     """Any other database: a row in `{prefix}locks`, renewed while held, taken over only once it expired."""
 
     def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
@@ -201,7 +195,7 @@ class Lease(_Lock):
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
         self._stop = threading.Event()
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> Lock:
         self._table.create(self._engine, checkfirst=True)
         return self
 

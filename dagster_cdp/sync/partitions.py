@@ -1,8 +1,8 @@
 """Hash partitions of a sync's keys: `partitions=N` splits one large sync into N independent syncs.
 
 A key's partition is the first 28 bits of the MD5 of the key (the string the API gets) modulo N, a function
-every engine we diff in computes identically (Python, DuckDB, PostgreSQL), so a row lands in the same
-partition whichever path reads it. Each partition keeps its own state (under `partition_name`) and sees
+Python and every warehouse with the in-warehouse diff compute identically (`Dialect.bucket`), so a row
+lands in the same partition whichever path reads it. Each partition keeps its own state (under `partition_name`) and sees
 only its own keys, so its deletions and its delete guard concern its keys alone. Rows without a key are
 reported by partition 0 only.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-_BITS = 7  # hex digits of the MD5: 28 bits, positive in a 32-bit integer everywhere
+_BITS = 7  # hex digits of the MD5: 28 bits, positive in a 32-bit integer everywhere (as `Dialect.bucket`)
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -23,15 +23,8 @@ def partition_name(name: str, partition: int, partitions: int) -> str:
     return f"{name}[{partition + 1}/{partitions}]"
 
 
-def partition_sql(dialect: str, key_sql: str, partitions: int) -> str:
-    """`partition_of` in SQL; NULL keys fall in partition 0 (where they are reported)."""
-    digits = f"substr(md5({key_sql}), 1, {_BITS})"
-    if dialect == "duckdb":
-        bucket = f"CAST(('0x' || {digits}) AS BIGINT)"
-    elif dialect == "postgresql":
-        bucket = f"CAST(CAST(('x' || {digits}) AS BIT({_BITS * 4})) AS INTEGER)"
-    else:
-        raise ValueError(f"no SQL for hash partitions in dialect {dialect!r}")
+def partition_sql(bucket: str, partitions: int) -> str:
+    """`partition_of` in SQL, given the key's `Dialect.bucket`; NULL keys fall in partition 0 (where they are reported)."""
     return f"coalesce({bucket} % {int(partitions)}, 0)"
 
 

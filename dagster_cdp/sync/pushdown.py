@@ -1,36 +1,39 @@
 """The in-warehouse diff ("pushdown"): hash each row with SQL and join it to the stored state where both live.
 
-When the state tables are in the warehouse itself and its dialect is one we know, the warehouse computes
-every key and an MD5 of the JSON of the row's mapped column names and values (sorted by name, in a UTC
-session), groups by key
-(duplicates, NULL keys) and full-outer-joins that to the state on the key. Only keys whose row hash differs
-from the one recorded when the API accepted them (and deleted keys) come back to Python, which maps just
-those rows and hands them, with their state, to the work file's plan: every rule about what to send stays
-in one place (`diff.WorkFile.plan`), and it compares the payloads, never the row hashes.
+When the state tables are in the warehouse itself and its `Dialect` has the in-warehouse diff, the
+warehouse computes every row's key and an MD5 of the JSON of the row's mapped column names and values
+(sorted by name, in a UTC session), groups by key (duplicates, NULL keys) and joins that to the state on
+the key. Only keys that need attention come back to Python: new keys, keys whose row hash differs from
+the one recorded when the API accepted them, rejected ones and deleted ones; for a send-once kind, every
+key the API never accepted, whatever its age (an anti-join: a late row is found however late it is).
+Python maps just those rows and hands them, with their state, to the work file's plan: every rule about
+what to send stays in one place (`diff.WorkFile.plan`), and it compares the payloads, never the row hashes.
 
 So the row hash only decides what leaves the warehouse: when it moves although the payload did not (a
 column reorder, a numeric scale, a session setting, a switch from the portable diff), the row is mapped,
-found unchanged, not sent, and its new row hash is recorded. Keys are joined as text, so only key columns
-whose text in SQL is exactly the string Python sends (integers and text) qualify. Other dialects add a
-`Dialect` to `DIALECTS` (Snowflake: `md5(to_json(array_construct(...)))`; BigQuery: `to_hex(md5(to_json_string([...])))`).
+found unchanged, not sent, and its new row hash is recorded. Keys are matched as text, so only key columns
+whose text in SQL is exactly the string Python sends (integers and text) qualify; a key of several columns
+is matched part by part against the parts of the stored JSON key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from dagster_cdp.sync.definition import Objects, People, SyncDefinition
+from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
+from dagster_cdp.sync.dialects import Dialect, dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, hash_hex
+from dagster_cdp.sync.kinds import CallMapping
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, hash_hex, mapping_columns
 from dagster_cdp.sync.partitions import partition_sql
-from dagster_cdp.sync.reading import SourceShape, execute, reading_session
+from dagster_cdp.sync.reading import SourceShape, execute
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.source import source_sql
 from dagster_cdp.sync.state import STATE_FIELDS, StateStore, state_field_types
@@ -39,22 +42,39 @@ FETCH_ROWS = 10_000
 
 
 @dataclass(frozen=True)
-class Dialect:
-    """What differs between warehouses: text casts, the JSON array of a row, key types."""
+class Key:
+    """How a mapping builds a row's key: pieces that are a column's text or a literal, concatenated into one
+    string, or (`json`) each an element of a JSON array."""
 
-    name: str
-    text_type: str
-    json_array: str  # function building a JSON array of values, NULL and '' kept distinct
-    exact_text_types: frozenset  # column types (as `SourceShape.types` has them) whose SQL text is Python's str()
+    pieces: tuple[tuple[str, str], ...]  # ("column", name) or ("literal", text)
+    json: bool
+
+    def columns(self) -> list[str]:
+        return [value for kind, value in self.pieces if kind == "column"]
+
+    def text(self, parts: Sequence[str]) -> str:
+        """The key Python makes of these parts (the one kept in the state)."""
+        return orjson.dumps(list(parts)).decode() if self.json else parts[0]
 
 
+def key_of(definition: SyncDefinition) -> Key:
+    m = definition.mapping
 
-DIALECTS = {
-    "duckdb": Dialect("duckdb", "VARCHAR", "json_array", frozenset({  # run_sync bounds its memory (sync/memory.py)
-        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-        "VARCHAR"})),
-    "postgresql": Dialect("postgresql", "TEXT", "json_build_array", frozenset({20, 21, 23, 25, 1043})),  # OIDs
-}
+    def column(name: str) -> tuple[str, str]:
+        return ("column", name)
+
+    if isinstance(m, People):
+        return Key((column(m.id_column or m.email_column),), json=False)
+    if isinstance(m, Objects):
+        if m.object_type_column:
+            return Key((column(m.object_type_column), ("literal", ":"), column(m.id_column)), json=False)
+        return Key((("literal", f"{m.object_type}:"), column(m.id_column)), json=False)
+    if isinstance(m, Relationships):
+        kind = column(m.object_type_column) if m.object_type_column else ("literal", str(m.object_type))
+        return Key((column(m.user_id_column), kind, column(m.object_id_column)), json=True)
+    assert isinstance(m, CallMapping)
+    names = m.key_columns()
+    return Key(tuple(map(column, names)), json=len(names) > 1)
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,7 @@ class DiffedRow:
     mapped: list[MappedRow]  # one per source row of the key: several for a duplicate key
     state: tuple[Any, ...] | None
     missing_key: int = 0  # source rows without a key (reported, never sent)
+    rejected: list[str] = field(default_factory=list)  # reasons Python found the row to have no usable key
 
 
 @dataclass(frozen=True)
@@ -74,15 +95,14 @@ class Pushdown:
     dialect: Dialect
     store: StateStore
     source_sql: str
-    key_column: str
-    key_sql: str  # the key string, NULL when the row has none ({src} stands for the source's alias)
+    key: Key
     hashed_columns: list[str]  # by name, so the column order of the source does not matter
     shape: SourceShape
     values: ValueColumns
 
     def counts(self, engine: sa.Engine) -> tuple[int, int]:
         """(source rows, keys live at the API) of this sync."""
-        where = self._partition_filter("cdp_src")
+        where = self._partition_filter(engine, "cdp_src")
         with engine.connect() as connection:
             source_rows = execute(connection, f"SELECT count(*) FROM (\n{self.source_sql}\n) AS cdp_src{where}").scalar()
             live = execute(
@@ -92,96 +112,134 @@ class Pushdown:
 
     @contextmanager
     def diff(self, engine: sa.Engine, *, full_resync: bool) -> Iterator[Iterator[DiffedRow]]:
-        """Streams the keys that need attention; unchanged keys never leave the warehouse."""
-        d = self.definition
-        text = self.dialect.text_type
-        hashed = ", ".join(_quote_engine(engine, c) for c in self.hashed_columns)
-        # The names lead the hashed text, so a renamed column moves the hash even where the values do not.
-        names = _literal(orjson.dumps(self.hashed_columns).decode())
-        src_key = self.key_sql.replace("{src}", "cdp_src")
-        mirror = d.mode == "mirror"
-        # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
-        gone = (f"st.payload_hash IS NOT NULL OR st.version = 0 OR st.failed_hash = '{DELETE_MARK}'" if mirror
-                else "st.payload_hash IS NULL AND st.version = 0")
-        changed = "TRUE" if full_resync else "st.row_hash IS DISTINCT FROM agg.cdp_hash"
+        """Streams the keys that need attention; the others never leave the warehouse."""
+        d, dialect = self.definition, self.dialect
         quote = engine.dialect.identifier_preparer.quote_identifier
-        readable = self.shape.select(self.source_sql, quote)
+        width = len(self._src_keys(engine, "cdp_src"))
+        ks = [f"cdp_k{i}" for i in range(width)]
+        hashed = dialect.row_hash(_literal(orjson.dumps(self.hashed_columns).decode()),
+                                  [quote(c) for c in self.hashed_columns])
+        # A send-once key is never sent again once accepted; the others go back when their row hash moved.
+        if d.send_once:
+            changed = "st.payload_hash IS NULL"
+        else:
+            changed = "TRUE" if full_resync else dialect.distinct("st.row_hash", "agg.cdp_hash")
+        # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
+        gone = (f"st.payload_hash IS NOT NULL OR st.version = 0 OR st.failed_hash = '{DELETE_MARK}'"
+                if d.mode == "mirror" and not d.send_once else "st.payload_hash IS NULL AND st.version = 0")
+        on = " AND ".join(f"agg.{k} = st.{k}" for k in ks)
+        state = ", ".join(f"st.{f} AS st_{f}" for f in STATE_FIELDS)
+        needed = (f"({' OR '.join(f'agg.{k} IS NULL' for k in ks)} OR agg.cdp_n > 1 OR st.key IS NULL "
+                  f"OR {changed})")
+        if dialect.full_outer_join:
+            diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, {state} "
+                      f"FROM agg FULL OUTER JOIN st ON {on} "
+                      f"WHERE (agg.cdp_n IS NULL AND ({gone})) OR (agg.cdp_n IS NOT NULL AND {needed})")
+        else:
+            diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, {state} "
+                      f"FROM agg LEFT JOIN st ON {on} WHERE {needed} "
+                      f"UNION ALL SELECT {', '.join('NULL' for _ in ks)}, NULL, NULL, {state} "
+                      f"FROM st LEFT JOIN agg ON {on} WHERE agg.cdp_n IS NULL AND ({gone})")
+        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))
         sql = f"""
             WITH src AS (
-                SELECT {src_key} AS cdp_key,
-                       md5({names} || CAST({self.dialect.json_array}({hashed}) AS {text})) AS cdp_hash
-                FROM (\n{self.source_sql}\n) AS cdp_src{self._partition_filter("cdp_src")}
+                SELECT {src_keys}, {hashed} AS cdp_hash
+                FROM (\n{self.source_sql}\n) AS cdp_src{self._partition_filter(engine, "cdp_src")}
             ), agg AS (
-                SELECT cdp_key, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY cdp_key
+                SELECT {', '.join(ks)}, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY {', '.join(ks)}
             ), st AS (
-                {self._state_sql(engine)}
+                SELECT {', '.join(STATE_FIELDS)}, {', '.join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
+                FROM ({self._state_sql(engine)}) AS cdp_state
             ), diffed AS (
-                SELECT agg.cdp_key, agg.cdp_n, agg.cdp_hash, {", ".join(f"st.{f} AS st_{f}" for f in STATE_FIELDS)}
-                FROM agg FULL OUTER JOIN st ON agg.cdp_key = st.key
-                WHERE (agg.cdp_n IS NULL AND ({gone}))
-                   OR (agg.cdp_n IS NOT NULL AND (agg.cdp_key IS NULL OR agg.cdp_n > 1 OR st.key IS NULL OR {changed}))
+                {diffed}
             )
             SELECT diffed.*, cdp_row.*
             FROM diffed LEFT JOIN (
-                SELECT {src_key} AS cdp_row_key, cdp_src.* FROM (\n{readable}\n) AS cdp_src
-            ) AS cdp_row ON diffed.cdp_n = 1 AND cdp_row.cdp_row_key = diffed.cdp_key
+                SELECT {", ".join(f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))},
+                       cdp_src.*
+                FROM (\n{self.shape.select(self.source_sql, quote)}\n) AS cdp_src
+            ) AS cdp_row ON diffed.cdp_n = 1 AND {" AND ".join(f"cdp_row.cdp_row_{k} = diffed.{k}" for k in ks)}
         """
-        head = 3 + len(STATE_FIELDS) + 1  # diffed columns and cdp_row_key come before the source's own
         with engine.connect() as connection, reading_session(connection):
             result = execute(connection.execution_options(stream_results=True), sql)
-            yield self._rows(result, head, RowMapper(d, self.shape.columns, self.values))
+            yield self._rows(result, width, RowMapper(d, self.shape.columns, self.values))
 
-    def _rows(self, result: sa.CursorResult, head: int, mapper: RowMapper) -> Iterator[DiffedRow]:
+    def _src_keys(self, engine: sa.Engine, alias: str) -> list[str]:
+        """SQL of the key's parts over the source (NULL where a column is NULL or empty), one string unless JSON."""
+        quote = engine.dialect.identifier_preparer.quote_identifier
+        pieces = []
+        for kind, value in self.key.pieces:
+            if kind == "literal":
+                pieces.append(_literal(value))
+            else:
+                text = self.dialect.key_text(f"{alias}.{quote(value)}")
+                pieces.append(f"CASE WHEN {text} = '' THEN NULL ELSE {text} END")
+        return pieces if self.key.json else [self.dialect.concat(pieces)]
+
+    def _state_keys(self) -> list[str]:
+        """SQL of the stored keys' parts, matching `_src_keys`."""
+        if not self.key.json:
+            return [self.dialect.key_text("cdp_state.key")]
+        return [self.dialect.key_text(self.dialect.json_part("cdp_state.key", i)) for i in range(len(self.key.pieces))]
+
+    def _rows(self, result: sa.CursorResult, width: int, mapper: RowMapper) -> Iterator[DiffedRow]:
         state_width = len(STATE_FIELDS)
+        head = width + 2 + state_width + width  # diffed columns and the row's key parts come before the source's own
         while chunk := result.fetchmany(FETCH_ROWS):
             for row in chunk:
-                key, count, row_hash = row[0], row[1], row[2]
-                state = tuple(row[3:3 + state_width]) if row[4] is not None else None
+                parts = [p.decode() if isinstance(p, bytes) else p for p in row[:width]]
+                count, row_hash = row[width], row[width + 1]
+                state = tuple(row[width + 2:width + 2 + state_width])
+                state = state if state[1] is not None else None
                 if count is None:
                     yield DiffedRow([], state)
-                elif key is None:
+                elif any(p is None for p in parts):
                     yield DiffedRow([], None, missing_key=count)
                 elif count > 1:
+                    key = self.key.text(parts)
                     key_hash = state[0] if state else hash_hex(key.encode())
                     yield DiffedRow([MappedRow(key, key_hash, None, None, None)] * count, state)
                 else:
-                    yield DiffedRow([self._mapped(mapper, self.shape.fix_row(row[head:]), key, row_hash)], state)
+                    yield self._mapped(mapper, self.shape.fix_row(row[head:]), self.key.text(parts), row_hash, state)
 
-    def _mapped(self, mapper: RowMapper, values: Sequence[Any], key: str, row_hash: str) -> MappedRow:
+    def _mapped(self, mapper: RowMapper, values: Sequence[Any], key: str, row_hash: str,
+                state: tuple[Any, ...] | None) -> DiffedRow:
         mapped = mapper.map(values)
-        if not isinstance(mapped, MappedRow) or mapped.key != key:
+        if not isinstance(mapped, MappedRow):
+            return DiffedRow([], None, rejected=[mapped[1]])  # e.g. an object type that is not an integer id
+        if mapped.key != key:
             raise SourceError(
                 f"Sync {self.definition.name!r}: the warehouse made key {key!r} of a row that Python reads as "
-                f"{getattr(mapped, 'key', None)!r}; the in-warehouse diff cannot be used for this source. "
-                "Please report this with the key column's type."
+                f"{mapped.key!r}; the in-warehouse diff cannot be used for this source. "
+                "Please report this with the key columns' types."
             )
         mapped.row_hash = row_hash
-        return mapped
+        return DiffedRow([mapped], state)
 
     def load(self, engine: sa.Engine, work: WorkFile, report: SyncReport, *, full_resync: bool) -> None:
         """Puts the keys that need attention, with their state, into the work file; counts the rest."""
         source_rows, live = self.counts(engine)
         diffed = 0
+        missing = f"NULL or empty key in column {' or '.join(map(repr, self.key.columns()))}"
 
         def pairs() -> Iterator[tuple[list[MappedRow], tuple[Any, ...] | None]]:
             nonlocal diffed
             with self.diff(engine, full_resync=full_resync) as rows:
                 for row in rows:
-                    if row.missing_key:
-                        reason = f"NULL or empty key in column {self.key_column!r}"
-                        report.rejected.extend(RowRejection("<NULL>", reason, "source") for _ in range(row.missing_key))
-                    diffed += row.missing_key + len(row.mapped)
+                    report.rejected.extend(RowRejection("<NULL>", missing, "source") for _ in range(row.missing_key))
+                    report.rejected.extend(RowRejection("<NULL>", reason, "source") for reason in row.rejected)
+                    diffed += row.missing_key + len(row.rejected) + len(row.mapped)
                     yield row.mapped, row.state
 
         work.add_diffed(pairs())
         report.source_rows = source_rows
         work.counted_elsewhere(unchanged=max(0, source_rows - diffed), previous_accepted=live)
 
-    def _partition_filter(self, alias: str) -> str:
+    def _partition_filter(self, engine: sa.Engine, alias: str) -> str:
         d = self.definition
         if d.partition is None:
             return ""
-        bucket = partition_sql(self.dialect.name, self.key_sql.replace("{src}", alias), d.partitions)
+        bucket = partition_sql(self.dialect.bucket(self._src_keys(engine, alias)[0]), d.partitions)
         return f" WHERE {bucket} = {int(d.partition)}"
 
     def _state_sql(self, engine: sa.Engine) -> str:
@@ -194,33 +252,25 @@ class Pushdown:
 
 
 def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape,
-                  values: ValueColumns) -> Pushdown | None:
-    """The in-warehouse diff for this sync, or None when it does not apply (the generic path is used)."""
-    dialect = DIALECTS.get(engine.dialect.name)
-    mapping = definition.mapping
-    if dialect is None or store.engine.url != engine.url or getattr(definition, "cursor_column", None):
-        return None
-    if isinstance(mapping, People):
-        key_column, prefix = mapping.id_column or mapping.email_column, ""
-        extra = [c for c in (mapping.id_column, mapping.email_column) if c]
-    elif isinstance(mapping, Objects) and mapping.object_type_column is None:
-        key_column, prefix = mapping.id_column, f"{mapping.object_type}:"
-        extra = [mapping.id_column]
-    else:
-        return None
-    if any(c not in shape.columns for c in [*extra, *values.sent]):
-        return None  # the generic path names the missing column
-    if shape.types[shape.columns.index(key_column)] not in dialect.exact_text_types:
-        return None
-    sql = source_sql(definition, engine)
-    cast = "CAST({src}." + _quote_engine(engine, key_column) + f" AS {dialect.text_type})"
-    key_sql = f"CASE WHEN {cast} = '' THEN NULL ELSE {_literal(prefix)} || {cast} END"
-    hashed = sorted({*extra, *values.sent})
-    return Pushdown(definition, dialect, store, sql, key_column, key_sql, hashed, shape, values)
-
-
-def _quote_engine(engine: sa.Engine, name: str) -> str:
-    return engine.dialect.identifier_preparer.quote_identifier(name)
+                  values: ValueColumns) -> tuple[Pushdown | None, str | None]:
+    """The in-warehouse diff for this sync, or (None, why it does not apply): the portable path is used then."""
+    dialect = dialect_of(engine)
+    if not dialect.in_warehouse_diff:
+        return None, f"the in-warehouse diff is not available on {engine.dialect.name}"
+    if store.engine.url != engine.url:
+        return None, "the state is kept in another database than the source"
+    key = key_of(definition)
+    identifiers = mapping_columns(definition)[0]
+    if any(c not in shape.columns for c in [*identifiers, *values.sent]):
+        return None, None  # the portable path names the missing column
+    for column in key.columns():
+        if not dialect.exact_key_type(shape.types[shape.columns.index(column)]):
+            return None, (f"key column {column!r} is not an integer or text column, so its text in SQL may differ "
+                          "from the key Python sends")
+    if definition.partition is not None and key.json:
+        return None, "hash partitions of a key of several columns are computed in Python"
+    hashed = sorted({*identifiers, *values.sent})
+    return Pushdown(definition, dialect, store, source_sql(definition, engine), key, hashed, shape, values), None
 
 
 def _literal(value: str) -> str:

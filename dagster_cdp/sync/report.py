@@ -32,6 +32,7 @@ class SyncReport:
     duration_seconds: float = 0.0
     source_rows: int = 0
     diff: str = "portable"  # "in-warehouse" when the warehouse compared rows to the state (`pushdown`)
+    diff_reason: str | None = None  # why the portable diff ran, where the in-warehouse one could not
     samples: dict[str, list[dict]] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -40,4 +41,4 @@ class SyncReport:
                 f"{self.source_rows:,} source rows; {verb} {self.inserted:,} inserts, {self.updated:,} updates, "
                 f"{self.deleted:,} deletions; {self.unchanged:,} unchanged; {len(self.rejected):,} rejected; "
                 f"{self.requests:,} requests, {self.bytes:,} bytes, {self.retries:,} retries "
-                f"in {self.duration_seconds:.1f}s ({self.diff} diff)")
+                f"in {self.duration_seconds:.1f}s ({self.diff} diff{f': {self.diff_reason}' if self.diff_reason else ''})")

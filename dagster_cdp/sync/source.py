@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.reading import SourceShape, reading_session, source_shape
+from dagster_cdp.sync.dialects import dialect_of, reading_session
+from dagster_cdp.sync.reading import SourceShape, execute
 
 CHUNK_ROWS = 10_000
 _JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
@@ -63,6 +64,14 @@ def describe_source(connection: sa.Connection, definition: SyncDefinition) -> So
         return source_shape(connection, source_sql(definition, connection.engine), declared)
     except sa.exc.DBAPIError as e:
         raise _read_failed(definition, connection, e) from None
+
+
+def source_shape(connection: sa.Connection, sql: str, declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    """How to read each column of `sql`; `declared` holds reflected types where the dialect reflects."""
+    result = execute(connection, f"SELECT * FROM (\n{sql}\n) AS cdp_src LIMIT 0")
+    description = result.cursor.description or []
+    result.close()
+    return dialect_of(connection).shape([d[0] for d in description], description, declared)
 
 
 def _json_checked_columns(connection: sa.Connection, name: str, schema: str | None) -> set[str]:

@@ -6,8 +6,8 @@ rejected rows the attempt count and last error. It is only ever advanced from ac
 Each delivered request's acknowledgements are appended to `{prefix}acks` in their own transaction (cheap
 and constant-time, whatever the size of the state), and `settle` folds them into `{prefix}state` with
 set-based SQL once per run. Per-request upserts into a keyed 10M-row table were superlinear on DuckDB,
-whose primary-key index also lives in memory, so there the state table has no primary key: `settle` is
-its only writer besides `forget`, and it keeps one row per key.
+whose primary-key index also lives in memory, so a dialect may keep the state table without a primary key
+(`Dialect.keyed_state`): `settle` is its only writer besides `forget`, and it keeps one row per key.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy.dialects import mysql
 
 from dagster_cdp.sync.cursor import CursorMark
 from dagster_cdp.sync.database import as_engine
+from dagster_cdp.sync.dialects import dialect_of
 from dagster_cdp.sync.locks import hold, lease_table
 
 _IN_CHUNK = 500
@@ -37,8 +38,6 @@ def state_field_types(text_type: str) -> dict[str, str]:
     """STATE_FIELDS with their SQL types, text spelled as the database at hand spells it."""
     return {field: "INTEGER" if field in ("version", "attempts") else text_type for field in STATE_FIELDS}
 
-_UNKEYED = {"duckdb"}  # dialects whose state table has no primary key (see the module's docstring)
-_COLUMN_PARAMETERS = {"duckdb": ("?", "VARCHAR"), "postgresql": ("%s", "TEXT")}  # (placeholder, text type)
 _MYSQL = ("mysql", "mariadb")
 # Sync names compare byte for byte: MySQL/MariaDB's default collations ignore case, so `People` and `people`
 # would share one state and each would delete the other's keys.
@@ -65,6 +64,7 @@ class StateStore:
 
     def __init__(self, url_or_engine: str | sa.Engine, *, schema: str | None = None, table_prefix: str = "cdp_") -> None:
         self.engine = as_engine(url_or_engine)
+        self.dialect = dialect_of(self.engine)
         metadata = sa.MetaData(schema=schema)
         self.syncs = sa.Table(
             f"{table_prefix}syncs", metadata,
@@ -73,8 +73,7 @@ class StateStore:
             sa.Column("definition", sa.Text, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
-        keyed = self.engine.dialect.name not in _UNKEYED
-        self.state = sa.Table(f"{table_prefix}state", metadata, *_state_columns(primary_key=keyed))
+        self.state = sa.Table(f"{table_prefix}state", metadata, *_state_columns(primary_key=self.dialect.keyed_state))
         self.acks = sa.Table(f"{table_prefix}acks", metadata, *_state_columns(primary_key=False),
                              sa.Column("seq", sa.BigInteger, nullable=False))
         self.cursors = sa.Table(
@@ -110,8 +109,7 @@ class StateStore:
         `sync` columns compare exactly on MySQL/MariaDB, and `row_hash` exists."""
         if self._upgraded:
             return
-        if self.engine.dialect.name in _MYSQL:
-            self._exact_sync_names()
+        self.dialect.upgrade(self.engine, list(self._metadata.tables.values()))
         inspector = sa.inspect(self.engine)
         for table in (self.state, self.acks):
             if inspector.has_table(table.name, schema=table.schema) and not self._has_row_hash(table):
@@ -130,28 +128,13 @@ class StateStore:
     def _name(self, table: sa.Table) -> str:
         return self.engine.dialect.identifier_preparer.format_table(table)
 
-    def _exact_sync_names(self) -> None:
-        """Makes `sync` columns created with a case-insensitive collation compare exactly, altered in place: an
-        exact collation only tells apart names the old one merged."""
-        tables = {t.name: t for t in self._metadata.tables.values()}
-        found = sa.text(
-            "SELECT table_name FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
-            "AND table_name IN :names AND column_name = 'sync' AND collation_name <> 'utf8mb4_bin'"
-        ).bindparams(sa.bindparam("names", expanding=True))
-        preparer = self.engine.dialect.identifier_preparer
-        with self.engine.begin() as connection:
-            for name in connection.execute(found, {"schema": self._metadata.schema, "names": list(tables)}).scalars():
-                column = tables[name].c.sync
-                connection.exec_driver_sql(
-                    f"ALTER TABLE {preparer.format_table(tables[name])} MODIFY sync "
-                    f"{column.type.compile(dialect=self.engine.dialect)} NOT NULL")
-
     def lock(self, sync: str, timeout: float, log: logging.Logger | None = None) -> AbstractContextManager[None]:
         """Holds the lock of `sync` while a run reads and writes its state, so two runs never send the same calls.
 
         Waits up to `timeout` seconds (0: not at all) for another run's lock, then raises SyncLockedError.
         """
-        return hold(self.engine, self._locks, self.state.fullname, sync, timeout, log or logging.getLogger(__name__))
+        lock = self.dialect.lock(self.engine, self._locks, f"{self.state.fullname}|{sync}", sync)
+        return hold(self.engine, lock, sync, timeout, log or logging.getLogger(__name__))
 
     def fingerprint(self, sync: str) -> tuple[str, dict] | None:
         """The stored (fingerprint, fingerprint fields) of a sync, or None for a sync never run."""
@@ -189,10 +172,9 @@ class StateStore:
             return
         now = _now()
         self._seq = max(self._seq + 1, time.time_ns())  # orders appends, so the latest of a key wins
-        if self.engine.dialect.name in _COLUMN_PARAMETERS:
-            self._append_as_columns(sync, keys, now)
-            return
         with self.engine.begin() as connection:
+            if self._append_as_columns(connection, sync, keys, now):
+                return
             connection.execute(sa.insert(self.acks), [
                 dict(sync=sync, key_hash=k.key_hash, key=k.key, payload_hash=k.payload_hash,
                      delete_call=k.delete_call, version=k.version, attempts=k.attempts, failed_hash=k.failed_hash,
@@ -201,19 +183,15 @@ class StateStore:
                 for k in keys
             ])
 
-    def _append_as_columns(self, sync: str, keys: list[KeyState], now: dt.datetime) -> None:
-        """`record` as one INSERT taking whole columns as arrays: row-by-row executemany was most of a first
-        sync's time (duckdb-engine ~0.15 ms a row)."""
-        placeholder, text = _COLUMN_PARAMETERS[self.engine.dialect.name]
-        table = self.engine.dialect.identifier_preparer.format_table(self.acks)
-        columns = state_field_types(text)
+    def _append_as_columns(self, connection: sa.Connection, sync: str, keys: list[KeyState], now: dt.datetime
+                           ) -> bool:
+        """`record` as one INSERT taking whole columns as arrays where the dialect can (row-by-row executemany was
+        most of a first sync's time: duckdb-engine ~0.15 ms a row); False where it cannot."""
+        columns = state_field_types(self.dialect.text_type)
         values = {name: [getattr(k, name) for k in keys] for name in columns}
         values["last_error"] = [error[:2000] if error else None for error in values["last_error"]]
-        unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
-        with self.engine.begin() as connection:
-            connection.exec_driver_sql(
-                f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at, seq) "
-                f"SELECT {placeholder}, {unnested}, {placeholder}, {placeholder}", (sync, *values.values(), now, self._seq))
+        table = self.engine.dialect.identifier_preparer.format_table(self.acks)
+        return self.dialect.append_acks(connection, table, columns, (sync, *values.values(), now, self._seq))
 
     def settle(self, sync: str) -> int:
         """Folds a sync's appended acknowledgements into the state table in one transaction; returns how many.
@@ -230,21 +208,11 @@ class StateStore:
             pending = connection.execute(
                 sa.select(sa.func.count()).select_from(self.acks).where(a.sync == sync)).scalar_one()
             if pending:
-                connection.execute(self._delete_acknowledged(sync))
+                connection.execute(self.dialect.delete_acknowledged(self.state, self.acks, sync))
                 connection.execute(sa.insert(self.state).from_select(
                     fields, sa.select(*[ranked.c[f] for f in fields]).where(ranked.c.cdp_newest == 1)))
                 connection.execute(sa.delete(self.acks).where(a.sync == sync))
         return int(pending)
-
-    def _delete_acknowledged(self, sync: str) -> sa.Delete:
-        """Deletes the state rows of a sync's acknowledged keys: as a join, which MariaDB drives from the few
-        acknowledgements (its `IN (SELECT ...)` scanned the acknowledgements once per state row); SQLite has no
-        multi-table DELETE, and plans `IN` with a temporary index."""
-        a, s = self.acks.c, self.state.c
-        if self.engine.dialect.name == "sqlite":
-            return sa.delete(self.state).where(s.sync == sync,
-                                               s.key_hash.in_(sa.select(a.key_hash).where(a.sync == sync)))
-        return sa.delete(self.state).where(s.sync == sync, a.sync == sync, s.key_hash == a.key_hash)
 
     def cursor_mark(self, sync: str) -> CursorMark | None:
         """The high-water mark of an incremental send-once sync, or None before its first completed run."""

@@ -1,0 +1,92 @@
+"""What every warehouse has in common, and the portable defaults a warehouse we know nothing about gets.
+
+A `Dialect` holds everything that differs between warehouses: the reading session (UTC), how each column
+is read exactly, the SQL of the in-warehouse diff (a row's hash, its key, a partition's bucket), how the
+state tables are written, the lock of a sync, and memory bounds. Adding a warehouse means adding one
+subclass in a module of its own (and its tests); nothing else branches on the warehouse's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from dagster_cdp.sync.locks import Lease, Lock
+from dagster_cdp.sync.reading import SourceShape, declared_shape
+
+
+class Dialect:
+    """A warehouse we have no rules for: read by URL through SQLAlchemy, diffed in the portable work file."""
+
+    names: ClassVar[tuple[str, ...]] = ()  # SQLAlchemy dialect names this class serves
+    text_type: ClassVar[str] = "VARCHAR"  # how a text cast is spelled in SQL
+    in_warehouse_diff: ClassVar[bool] = False  # whether `row_hash`, `json_part` and `bucket` exist here
+    keyed_state: ClassVar[bool] = True  # whether the state table has a primary key (see `state`)
+    full_outer_join: ClassVar[bool] = True
+
+    def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
+        """Reads in UTC on this connection for the block (and whatever else makes values come back exactly)."""
+        return nullcontext()
+
+    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
+              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+        """How to read each column so that no value can fail the fetch (`reading`)."""
+        return declared_shape(columns, [d[1] for d in description], declared)
+
+    # The in-warehouse diff (`pushdown`); only where `in_warehouse_diff`.
+
+    def exact_key_type(self, kind: Any) -> bool:
+        """Whether a key column of this driver type reads in SQL as exactly the string Python sends."""
+        return False
+
+    def key_text(self, expression: str) -> str:
+        """SQL of a key part as text that compares, groups and joins byte for byte."""
+        return f"CAST({expression} AS {self.text_type})"
+
+    def concat(self, parts: Sequence[str]) -> str:
+        """SQL joining text parts into one string (NULL if any part is NULL)."""
+        return " || ".join(parts)
+
+    def distinct(self, left: str, right: str) -> str:
+        """SQL that is true when two values differ, NULLs included."""
+        return f"{left} IS DISTINCT FROM {right}"
+
+    def row_hash(self, names: str, columns: Sequence[str]) -> str:
+        """SQL of the md5 hex of `names` (a quoted literal) followed by the JSON array of the quoted `columns`."""
+        raise NotImplementedError
+
+    def json_part(self, expression: str, index: int) -> str:
+        """SQL of string element `index` of the JSON array text `expression`."""
+        raise NotImplementedError
+
+    def bucket(self, expression: str) -> str:
+        """SQL of the first 28 bits of the md5 of the text `expression`, as a non-negative integer."""
+        raise NotImplementedError
+
+    # The state tables (`state`) and the lock of a sync (`locks`).
+
+    def append_acks(self, connection: sa.Connection, table: str, columns: dict[str, str],
+                    values: Sequence[Any]) -> bool:
+        """Appends acknowledgements as whole columns in one statement where the driver can; False if not."""
+        return False
+
+    def delete_acknowledged(self, state: sa.Table, acks: sa.Table, sync: str) -> sa.Delete:
+        """Deletes the state rows of a sync's acknowledged keys (before `settle` inserts their new state): as a
+        join, which MariaDB drives from the few acknowledgements (its `IN (SELECT ...)` scanned the
+        acknowledgements once per state row)."""
+        return sa.delete(state).where(state.c.sync == sync, acks.c.sync == sync,
+                                      state.c.key_hash == acks.c.key_hash)
+
+    def upgrade(self, engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
+        """Brings state tables an earlier version created on this warehouse up to date, keeping their rows."""
+
+    def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
+        """The lock of one sync: a lease row in `{prefix}locks`, where the database has no lock of its own."""
+        return Lease(engine, locks, name, sync)
+
+    def bounded(self, engine: sa.Engine) -> AbstractContextManager[None]:
+        """Bounds the memory a sync may take in an embedded database for the block."""
+        return nullcontext()

@@ -1,0 +1,57 @@
+"""MySQL and MariaDB: zero dates, JSON kept as text (MariaDB), TINYINT(1) booleans, case-blind collations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from dagster_cdp.sync.dialects.base import Dialect
+from dagster_cdp.sync.locks import Lock, NamedLock
+from dagster_cdp.sync.reading import Fixer, SourceShape, boolean, json_value, moment_or_unreadable, session_setting
+
+_MOMENTS = {7, 10, 12}  # TIMESTAMP, DATE, DATETIME: pymysql hands back a zero date as text
+_JSON = 245
+
+
+class MySQLDialect(Dialect):
+    names: ClassVar[tuple[str, ...]] = ("mysql", "mariadb")
+    text_type: ClassVar[str] = "CHAR"
+    full_outer_join: ClassVar[bool] = False
+
+    def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
+        return session_setting(connection, "SELECT @@session.time_zone", "SET time_zone = '{}'", "+00:00")
+
+    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
+              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+        fixers: dict[int, Fixer] = {}
+        for index, d in enumerate(description):
+            if d[1] in _MOMENTS:
+                fixers[index] = moment_or_unreadable
+            elif d[1] == _JSON or isinstance(declared.get(d[0]), sa.JSON):
+                fixers[index] = json_value
+            elif d[1] == 1 and d[3] == 1:
+                fixers[index] = boolean  # TINYINT(1), MySQL's BOOLEAN
+        return SourceShape(columns, [d[1] for d in description], {}, fixers)
+
+    def upgrade(self, engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
+        """Makes `sync` columns created with a case-insensitive collation compare exactly, altered in place (an
+        exact collation only tells apart names the old one merged): else `People` and `people` would share state."""
+        by_name = {t.name: t for t in tables}
+        found = sa.text(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
+            "AND table_name IN :names AND column_name = 'sync' AND collation_name <> 'utf8mb4_bin'"
+        ).bindparams(sa.bindparam("names", expanding=True))
+        preparer = engine.dialect.identifier_preparer
+        schema = next(iter(tables)).schema if tables else None
+        with engine.begin() as connection:
+            for name in connection.execute(found, {"schema": schema, "names": list(by_name)}).scalars():
+                column = by_name[name].c.sync
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {preparer.format_table(by_name[name])} MODIFY sync "
+                    f"{column.type.compile(dialect=engine.dialect)} NOT NULL")
+
+    def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
+        return NamedLock(engine, name)

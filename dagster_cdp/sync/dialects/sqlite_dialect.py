@@ -1,0 +1,35 @@
+"""SQLite: values come back by their declared type, text may not be UTF-8, and there is no md5 (portable diff)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import sqlalchemy as sa
+
+from dagster_cdp.sync.dialects.base import Dialect
+from dagster_cdp.sync.locks import Lock, file_lock
+from dagster_cdp.sync.reading import utf8_or_unreadable
+
+
+class SQLiteDialect(Dialect):
+    names: ClassVar[tuple[str, ...]] = ("sqlite",)
+
+    @contextmanager
+    def session(self, connection: sa.Connection) -> Iterator[None]:
+        raw = connection.connection.dbapi_connection
+        before = raw.text_factory
+        raw.text_factory = utf8_or_unreadable  # sqlite3 would fail the whole fetch on one value that is not UTF-8
+        try:
+            yield
+        finally:
+            raw.text_factory = before
+
+    def delete_acknowledged(self, state: sa.Table, acks: sa.Table, sync: str) -> sa.Delete:
+        """SQLite has no multi-table DELETE, and plans `IN` with a temporary index."""
+        a, s = acks.c, state.c
+        return sa.delete(state).where(s.sync == sync, s.key_hash.in_(sa.select(a.key_hash).where(a.sync == sync)))
+
+    def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
+        return file_lock(engine, name)
