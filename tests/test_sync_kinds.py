@@ -1,10 +1,11 @@
-"""Issue 7's sync kinds end to end: devices, suppressions, events (incremental by a cursor), pages, screens,
+"""Issue 7's sync kinds end to end: devices, suppressions, events (read by a cursor), pages, screens,
 aliases and delivery reports, from each of four real warehouses to the emulator over HTTP."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from dagster_cdp.sync import (
     SyncDefinition,
     run_sync,
 )
-from dagster_cdp.sync.cursor import CursorMark, next_mark
+from dagster_cdp.sync.cursor import CursorMark, Tally, next_mark
 from dagster_cdp.sync.source import trimmed_query
 from tests.reliability import kill_after_requests
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
@@ -95,7 +96,8 @@ def test_suppressions_suppress_and_unsuppress(warehouse: Warehouse, emulator: Em
     assert emulator.snapshot()["suppressions"] == [f"u{i}" for i in range(1, 8)]
 
 
-def test_events_are_sent_once_and_read_incrementally(warehouse: Warehouse, emulator: Emulator, client) -> None:
+def test_events_are_sent_once_late_and_edited_ones_included(warehouse: Warehouse, emulator: Emulator,
+                                                              client) -> None:
     table = warehouse.create("events", EVENT_COLUMNS, [event(i, minutes=i) for i in range(1, 11)])
     report = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
     assert (report.inserted, report.source_rows, report.rejected) == (10, 10, [])
@@ -104,26 +106,25 @@ def test_events_are_sent_once_and_read_incrementally(warehouse: Warehouse, emula
                        "timestamp": "2024-03-01T12:03:00Z", "properties": {"amount": 30},
                        "messageId": sent[3]["messageId"]}
 
-    # Nothing new: only the lookback window (an hour before the newest event) is read, and nothing is sent.
     requests = emulator.stats()["requests"]
     again = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
-    assert (again.inserted, again.unchanged, emulator.stats()["requests"]) == (0, 10, requests)
+    assert (again.inserted, emulator.stats()["requests"]) == (0, requests)
 
-    # A row sharing the boundary timestamp, a late row inside the lookback, one older than the lookback,
-    # an edit of an already-sent event (not resent) and a deleted event (never deleted at Customer.io).
-    warehouse.insert(table, [event(11, minutes=10), event(12, minutes=-30), event(13, minutes=-120)])
+    # A row sharing the newest timestamp, a late row inside the lookback, one far older than the lookback, an
+    # edit of an already-sent event (not resent) and a deleted event (never deleted at Customer.io).
+    warehouse.insert(table, [event(11, minutes=10), event(12, minutes=-30), event(13, minutes=-60 * 24 * 400)])
     with warehouse.engine.begin() as connection:
         connection.execute(sa.update(table).where(table.c.event_id == 2).values(event="Order Refunded"))
         connection.execute(sa.delete(table).where(table.c.event_id == 1))
     report = run_sync(EVENTS, warehouse=warehouse.engine, client=client)
-    assert (report.inserted, report.updated, report.deleted) == (2, 0, 0)
+    assert (report.inserted, report.updated, report.deleted) == (3, 0, 0)
     sent = sent_events(emulator)
-    assert sorted(sent) == list(range(1, 13))  # 13 is older than the lookback: incremental runs miss it
+    assert sorted(sent) == list(range(1, 14))
     assert sent[2]["event"] == "Order Placed" and sent[11]["timestamp"] == "2024-03-01T12:10:00Z"
+    assert sent[13]["timestamp"] == "2023-01-26T12:00:00Z"
 
     report = run_sync(EVENTS, warehouse=warehouse.engine, client=client, full_resync=True)  # reads everything
-    assert (report.inserted, report.updated, report.deleted, report.unchanged) == (1, 0, 0, 11)
-    assert sorted(sent_events(emulator)) == list(range(1, 14))
+    assert (report.inserted, report.updated, report.deleted, report.unchanged) == (0, 0, 0, 12)
 
     # A new mapping applies to rows not sent yet; a full resync adopts it without resending anything.
     fewer = dataclasses.replace(EVENTS, mapping=dataclasses.replace(EVENTS.mapping, properties=[]))
@@ -133,16 +134,22 @@ def test_events_are_sent_once_and_read_incrementally(warehouse: Warehouse, emula
     assert len(emulator.snapshot()["events"]) == 13
 
 
+def _state_elsewhere(tmp_path: Path) -> StateStore:
+    """State in a SQLite file beside the warehouse: the portable diff, which reads by the cursor mark."""
+    return StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+
+
 @pytest.mark.parametrize("query", ["SELECT * FROM events -- every event", "select * from events;\n",
                                    "SELECT * FROM events ; /* all */ -- every event\n;"])
 def test_a_query_ending_in_a_comment_or_semicolon_reads_incrementally(warehouse: Warehouse, emulator: Emulator,
-                                                                       client, query: str) -> None:
+                                                                       client, query: str, tmp_path: Path) -> None:
     table = warehouse.create("events", EVENT_COLUMNS, [event(i, minutes=i) for i in range(1, 6)])
     by_query = dataclasses.replace(EVENTS, table=None, query=query, cursor_column="event_id", lookback=0)
-    assert run_sync(by_query, warehouse=warehouse.engine, client=client).inserted == 5
+    state = _state_elsewhere(tmp_path)
+    assert run_sync(by_query, warehouse=warehouse.engine, client=client, state=state).inserted == 5
     for i in (6, 7):  # each run reads from the cursor's mark, wrapping the query
         warehouse.insert(table, [event(i, minutes=i)])
-        report = run_sync(by_query, warehouse=warehouse.engine, client=client)
+        report = run_sync(by_query, warehouse=warehouse.engine, client=client, state=state)
         assert (report.inserted, report.source_rows) == (1, 2)  # the new row, and the mark's own
     assert sorted(sent_events(emulator)) == list(range(1, 8))
 
@@ -175,8 +182,11 @@ def test_event_delivery_failing_midway_leaves_no_gap_and_no_repeat(warehouse: Wa
     sent = sent_events(emulator)  # each event exactly once: resends carry the same messageId
     assert sorted(sent) == list(range(1, 1201))
     mark = StateStore(warehouse.engine).cursor_mark("events")
-    assert mark == CursorMark("occurred_at", "timestamp", int((T0 + dt.timedelta(minutes=12)).replace(
-        tzinfo=dt.timezone.utc).timestamp()) * 1_000_000)
+    if report.diff == "portable":  # the mark is the newest event; below it, every earlier one
+        newest = int((T0 + dt.timedelta(minutes=12)).replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
+        assert (mark.value, mark.below.rows) == (newest, 1199)
+    else:
+        assert mark is None  # the warehouse finds unsent events by an anti-join: no mark is needed
 
 
 CHILD = """
@@ -273,18 +283,27 @@ def test_definitions_that_cannot_work_fail_before_anything_runs() -> None:
         Events(id_column="id", event_column="event")
 
 
-def test_the_mark_never_passes_an_unacknowledged_row() -> None:
-    """A rejected row (API 400, or in flight when the run failed) holds the mark, even below the old one."""
-    old = CursorMark("occurred_at", "timestamp", 100)
-    assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=None).value == 500
-    assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=300).value == 300
-    assert next_mark(old, "occurred_at", "timestamp", read_max=500, unsettled_min=90).value == 90
-    assert next_mark(old, "occurred_at", "timestamp", read_max=None, unsettled_min=None) == old  # nothing read
-    assert next_mark(old, "occurred_at", "timestamp", read_max=50, unsettled_min=None) == old  # never backwards
+def test_the_mark_never_passes_an_unsettled_row_and_keeps_its_tally() -> None:
+    """A row read and not settled (rejected, in flight, a bad value) holds the mark, even below the old one; the
+    tally below the mark gains the rows the mark passes and loses those it moves back over."""
+    read = {50: 1, 150: 2, 300: 4, 500: 8}  # cursor -> check of the rows a run read (all at or above 40)
+
+    def tally(low: int | None, high: int) -> Tally:
+        rows = [c for c in read if (low is None or c >= low) and c < high]
+        return Tally(len(rows), sum(read[c] for c in rows))
+
+    old = CursorMark("occurred_at", "timestamp", 100, Tally(7, 70))
+    assert next_mark(old, "occurred_at", "timestamp", 500, None, tally) == CursorMark(
+        "occurred_at", "timestamp", 500, Tally(9, 76))  # 150 and 300 join the tally
+    assert next_mark(old, "occurred_at", "timestamp", 500, 300, tally).below == Tally(8, 72)
+    assert next_mark(old, "occurred_at", "timestamp", 500, 40, tally).below == Tally(6, 69)  # 50 leaves it
+    assert next_mark(old, "occurred_at", "timestamp", None, None, tally) == old  # nothing read
+    assert next_mark(old, "occurred_at", "timestamp", 50, None, tally) == old  # never backwards unless held
+    assert next_mark(None, "occurred_at", "timestamp", 500, None, tally).below == Tally(3, 7)  # a whole read
 
 
 def test_an_event_the_api_rejects_holds_the_mark_until_it_is_fixed(warehouse: Warehouse, emulator: Emulator,
-                                                                   client) -> None:
+                                                                   client, tmp_path: Path) -> None:
     """Without a lookback, a mark past the rejected row would never read it again; the mark stops at it."""
     columns = {"event_id": sa.Integer, "anon_id": sa.String(20), "event": sa.String(50), "occurred_at": sa.DateTime,
                "objectId": sa.String(20), "objectTypeId": sa.String(5)}
@@ -294,13 +313,14 @@ def test_an_event_the_api_rejects_holds_the_mark_until_it_is_fixed(warehouse: Wa
     sync = SyncDefinition(name="deletions", table="deletions", cursor_column="occurred_at",
                           mapping=Events(id_column="event_id", event_column="event", anonymous_id_column="anon_id",
                                          timestamp_column="occurred_at", properties=["objectId", "objectTypeId"]))
-    report = run_sync(sync, warehouse=warehouse.engine, client=client)
+    state = _state_elsewhere(tmp_path)
+    report = run_sync(sync, warehouse=warehouse.engine, client=client, state=state)
     assert report.inserted == 4 and [(r.key, r.operation) for r in report.rejected] == [("3", "insert")]
     assert "objectTypeId must be a string of digits" in report.rejected[0].reason
 
     with warehouse.engine.begin() as connection:
         connection.execute(sa.update(table).where(table.c.event_id == 3).values(objectTypeId="1"))
-    report = run_sync(sync, warehouse=warehouse.engine, client=client)
+    report = run_sync(sync, warehouse=warehouse.engine, client=client, state=state)
     assert (report.inserted, report.unchanged, report.rejected) == (1, 2, [])  # read from event 3 on, sent once
     stats = emulator.stats()
     assert (stats["calls_applied"], stats["repeats"]) == (5, 0)  # each event applied once

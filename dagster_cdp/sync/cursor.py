@@ -1,16 +1,21 @@
-"""Incremental reads of send-once syncs by a cursor column (e.g. occurred_at).
+"""Incremental reads of send-once syncs by a cursor column (e.g. occurred_at), verified so no row is missed.
 
-A run reads only rows whose cursor is >= (high-water mark - lookback); the keyed state still decides what
-is new, so rows re-read inside the window are never resent. The mark advances only over settled rows: it
-never passes the smallest cursor of a row that was read and not acknowledged (rejected, or in flight when
-the run failed), so that row is read again. Rows that arrive later than the lookback window are missed by
-incremental runs; a full read (no cursor, or `full_resync`) never misses any.
+Rows whose cursor is below the sync's mark were all read and settled by earlier runs, and the mark keeps a
+tally of them: how many there were, and (where the warehouse has md5) a checksum of their keys. A run
+first asks the warehouse for the tally of the rows below the mark now. If it is the same, no row was added
+below the mark since (a late, backfilled or replayed row) and none was swapped for another, so reading the
+rows at or above the mark (minus `lookback`, which only widens the read) and those with a NULL cursor
+misses nothing. If it differs, the run reads the whole source. Either way the keyed state decides what
+was already sent, so nothing is sent twice. The mark moves only over settled rows: it stops at the lowest
+cursor of a row that was read and not acknowledged (rejected, in flight when the run failed, a bad value,
+a duplicate or missing key), so that row is read again until it is sent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,19 +31,41 @@ KINDS = ("timestamp", "timestamptz", "date", "integer")
 
 
 @dataclass(frozen=True)
+class Tally:
+    """The rows of a source below a cursor value: their count, and the sum of their keys' checks (0 without md5)."""
+
+    rows: int
+    check: int
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.rows + other.rows, self.check + other.check)
+
+    def __sub__(self, other: Tally) -> Tally:
+        return Tally(self.rows - other.rows, self.check - other.check)
+
+
+@dataclass(frozen=True)
 class CursorMark:
-    """The high-water mark of a sync: every row read with a smaller cursor was settled."""
+    """The mark of a sync: every source row with a smaller cursor was read and settled; `below` tallies them
+    (None for a mark an earlier version saved, which is verified by one whole read)."""
 
     column: str
     kind: str
     value: int
+    below: Tally | None = None
 
     def lower_bound(self, lookback: float | dt.timedelta) -> Any:
         """The value to read from (`cursor >= it`), typed like the column's values."""
         seconds = lookback.total_seconds() if isinstance(lookback, dt.timedelta) else lookback
         if self.kind == "integer":
             return self.value - math.ceil(seconds)
-        moment = _EPOCH + (self.value - math.ceil(seconds * 1_000_000)) * _MICROSECOND
+        return self.as_value(self.value - math.ceil(seconds * 1_000_000))
+
+    def as_value(self, encoded: int) -> Any:
+        """An encoded cursor as a value of the column's type."""
+        if self.kind == "integer":
+            return encoded
+        moment = _EPOCH + encoded * _MICROSECOND
         if self.kind == "date":
             return moment.date()
         return moment if self.kind == "timestamptz" else moment.replace(tzinfo=None)
@@ -68,13 +95,20 @@ def encode(value: Any, column: str) -> tuple[str, int] | None:
     )
 
 
-def next_mark(previous: CursorMark | None, column: str, kind: str | None, read_max: int | None,
-              unsettled_min: int | None) -> CursorMark | None:
-    """The mark after a run that read rows up to `read_max` and left rows from `unsettled_min` unacknowledged."""
+def next_mark(previous: CursorMark | None, column: str, kind: str | None, read_max: int | None, pin: int | None,
+              tally: Callable[[int | None, int], Tally]) -> CursorMark | None:
+    """The mark after a run that read from the verified mark `previous` (None: it read the whole source).
+
+    `read_max` is the highest cursor read, `pin` the lowest cursor of a row read and not settled, and
+    `tally(low, high)` tallies the rows read with low <= cursor < high (low None: from the lowest).
+    """
     if kind is None or read_max is None:
-        return previous
-    if unsettled_min is not None:
-        return CursorMark(column, kind, unsettled_min)  # read again from there, even if that is below the old mark
-    if previous is not None and previous.column == column and previous.kind == kind:
-        read_max = max(read_max, previous.value)  # a window with only older rows does not move it back
-    return CursorMark(column, kind, read_max)
+        return previous  # no row with a cursor was read: nothing moves
+    top = read_max if previous is None else max(read_max, previous.value)
+    value = top if pin is None else min(pin, top)
+    if previous is None or previous.below is None:
+        return CursorMark(column, kind, value, tally(None, value))
+    # Rows read between the old and the new mark join the tally; if the mark moved back (a row in the lookback
+    # was not settled), the rows read between them leave it. Both ranges were read whole, at or above the window.
+    below = previous.below + tally(previous.value, value) - tally(value, previous.value)
+    return CursorMark(column, kind, value, below)

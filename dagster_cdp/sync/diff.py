@@ -16,11 +16,13 @@ import duckdb
 import orjson
 
 from dagster_cdp.encoding import exact_loads
+from dagster_cdp.sync.cursor import Tally
 from dagster_cdp.sync.mapping import MappedRow, json_text
 from dagster_cdp.sync.state import state_field_types
 
 _SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
-                   "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT", "row_hash": "VARCHAR"}
+                   "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT", "row_hash": "VARCHAR",
+                   "row_check": "BIGINT"}
 _STATE_COLUMNS = state_field_types("VARCHAR")
 LOAD_ROWS = 50_000
 FETCH_ROWS = 5_000
@@ -64,6 +66,8 @@ class WorkFile:
         self._db.execute("SET preserve_insertion_order = false")
         self._db.execute(f"CREATE TABLE source ({_ddl(_SOURCE_COLUMNS)})")
         self._db.execute(f"CREATE TABLE state ({_ddl(_STATE_COLUMNS)})")
+        # Rows read but not diffed: without a key (`pins` them: they hold the cursor mark), or of another partition.
+        self._db.execute("CREATE TABLE unmapped (cursor BIGINT, row_check BIGINT, pins BOOLEAN)")
         self._unchanged_elsewhere = 0
         self._previous_accepted: int | None = None
 
@@ -80,7 +84,7 @@ class WorkFile:
     def add_source(self, rows: Iterable[MappedRow]) -> None:
         self._load("source", _SOURCE_COLUMNS, (
             (r.key_hash, r.key, r.payload_hash, json_text(r.payload), json_text(r.delete_call), r.problem, r.cursor,
-             r.row_hash)
+             r.row_hash, r.check)
             for r in rows))
 
     def add_state(self, rows: Iterable[Sequence[Any]]) -> None:
@@ -204,12 +208,40 @@ class WorkFile:
             FROM plan WHERE operation IN ('problem', 'duplicate', 'exhausted') ORDER BY key
         """).fetchall()
 
-    def cursor_bounds(self, unsettled_key_hashes: Sequence[str]) -> tuple[int | None, int | None]:
-        """(highest cursor read, lowest cursor of the given unacknowledged keys) for the high-water mark."""
-        highest = self._db.execute("SELECT max(cursor) FROM source").fetchone()[0]
-        lowest = self._db.execute("SELECT min(cursor) FROM source WHERE key_hash IN (SELECT unnest(?::VARCHAR[]))",
-                                  [list(unsettled_key_hashes)]).fetchone()[0] if unsettled_key_hashes else None
+    def add_unmapped(self, rows: Sequence[tuple[int | None, int, bool]]) -> None:
+        """(cursor, check, pins) of source rows read and not diffed: without a key (they pin the cursor mark like
+        any unsent row), or of another partition (they only count in its tally)."""
+        if rows:
+            self._db.executemany("INSERT INTO unmapped VALUES (?, ?, ?)", [list(r) for r in rows])
+
+    def cursor_extent(self, unsettled_key_hashes: Sequence[str]) -> tuple[int | None, int | None]:
+        """(highest cursor read, lowest cursor of a row read and not settled) for the cursor mark.
+
+        Not settled: sent and not acknowledged (the given keys), reported instead of sent (a bad value, a
+        duplicate key, retries exhausted) while its key was never accepted, or without a key. Rows of other
+        partitions count as read: the cursor and its tally cover the whole source.
+        """
+        highest = self._db.execute(
+            "SELECT max(cursor) FROM (SELECT cursor FROM source UNION ALL SELECT cursor FROM unmapped)").fetchone()[0]
+        lowest = self._db.execute("""
+            SELECT min(cursor) FROM (
+                SELECT cursor FROM source WHERE key_hash IN (SELECT unnest(?::VARCHAR[]))
+                UNION ALL
+                SELECT s.cursor FROM source s JOIN plan p USING (key_hash) LEFT JOIN state st USING (key_hash)
+                WHERE p.operation IN ('problem', 'duplicate', 'exhausted') AND st.payload_hash IS NULL
+                UNION ALL
+                SELECT cursor FROM unmapped WHERE pins
+            )""", [list(unsettled_key_hashes)]).fetchone()[0]
         return highest, lowest
+
+    def tally(self, low: int | None, high: int) -> Tally:
+        """The rows read with low <= cursor < high (low None: every row below high)."""
+        rows, check = self._db.execute(f"""
+            SELECT count(*), coalesce(sum(row_check), 0)
+            FROM (SELECT cursor, row_check FROM source UNION ALL SELECT cursor, row_check FROM unmapped)
+            WHERE cursor < ?{'' if low is None else ' AND cursor >= ?'}""", [high] + ([] if low is None else [low])
+        ).fetchone()
+        return Tally(int(rows), int(check))
 
     def unsent_state(self) -> Iterator[list[Any]]:
         """New state rows (state.STATE_FIELDS) of keys this run does not send: unchanged keys whose warehouse row

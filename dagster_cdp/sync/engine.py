@@ -7,6 +7,7 @@ killed at any instant resends at most its in-flight requests, with the same dete
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 import time
 import uuid
@@ -21,14 +22,14 @@ from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import plan_pushdown
 from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.reading import SourceShape
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
-from dagster_cdp.sync.source import CHUNK_ROWS, describe_source, read_source
+from dagster_cdp.sync.source import CHUNK_ROWS, CursorRead, describe_source, read_source, tally_below
 from dagster_cdp.sync.state import KeyState, StateStore
 
 if TYPE_CHECKING:
@@ -117,17 +118,16 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
 
     with WorkFile() as work:
         log.debug("sync %r: reading the source", definition.name)
-        mark = store.cursor_mark(definition.name) if definition.cursor_column and not full_resync else None
-        if mark is not None and mark.column != definition.cursor_column:
-            mark = None  # the cursor column changed: read everything once
+        cursor = None if pushdown or not definition.cursor_column else _cursor_read(definition, engine, store, full_resync, log)
         if pushdown is not None:
             log.debug("sync %r: diffing in the warehouse", definition.name)
             pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
         cursor_kind = None if pushdown else _read(definition, engine, work, report, log, shape, values,
-                                                   _since(definition, mark))
-        if mark is not None and cursor_kind not in (None, mark.kind):
-            raise SourceError(f"Sync {definition.name!r}: cursor column {mark.column!r} held {mark.kind} values "
-                              f"and now holds {cursor_kind} values; run once with full_resync=True to read it whole.")
+                                                   cursor and cursor.read)
+        if cursor and cursor.mark is not None and cursor_kind not in (None, cursor.mark.kind):
+            raise SourceError(f"Sync {definition.name!r}: cursor column {cursor.mark.column!r} held {cursor.mark.kind} "
+                              f"values and now holds {cursor_kind} values; run once with full_resync=True to read it "
+                              "whole.")
         log.debug("sync %r: diffing against the stored state", definition.name)
         if pushdown is None:
             work.add_state(store.iter_rows(definition.name, CHUNK_ROWS))
@@ -154,9 +154,10 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             for rows in work.unsent_state():
                 store.record(definition.name, [KeyState(*row) for row in rows])
             _settle(definition, store, log)
-            if definition.cursor_column:
-                new_mark = next_mark(mark, definition.cursor_column, cursor_kind, *work.cursor_bounds(unsettled))
-                if new_mark is not None and new_mark != mark:
+            if cursor is not None:
+                new_mark = next_mark(cursor.mark, definition.cursor_column, cursor_kind, *work.cursor_extent(unsettled),
+                                     work.tally)
+                if new_mark is not None and new_mark != cursor.mark:
                     store.save_cursor_mark(definition.name, new_mark)
             store.forget(definition.name, work.forgotten())
             if stored is not None and stored[0] != fingerprint:
@@ -176,11 +177,31 @@ def _settle(definition: SyncDefinition, store: StateStore, log: logging.Logger, 
         log.debug("sync %r: folded %d acknowledgements into the state table", definition.name, settled)
 
 
-def _since(definition: SyncDefinition, mark: CursorMark | None) -> sa.BindParameter | None:
-    """The lower bound of an incremental read: the high-water mark minus the lookback."""
-    if mark is None:
-        return None
-    return sa.bindparam("cdp_since", mark.lower_bound(definition.lookback), type_=mark.bind_type())
+@dataclass(frozen=True)
+class _Cursor:
+    """A run's incremental read: the verified mark it reads from (None: it reads the whole source)."""
+
+    mark: CursorMark | None
+    read: CursorRead
+
+
+def _cursor_read(definition: SyncDefinition, engine: sa.Engine, store: StateStore, full_resync: bool,
+                 log: logging.Logger) -> _Cursor:
+    """Reads from the stored mark only if the rows below it are still exactly those the sync settled (`cursor`)."""
+    quote = engine.dialect.identifier_preparer.quote_identifier
+    check = dialect_of(engine).row_check([f"cdp_source.{quote(c)}" for c in key_of(definition).columns()])
+    mark = None if full_resync else store.cursor_mark(definition.name)
+    if mark is None or mark.column != definition.cursor_column:
+        return _Cursor(None, CursorRead(None, check))
+    below = tally_below(engine, definition, sa.bindparam("cdp_mark", mark.as_value(mark.value), type_=mark.bind_type()),
+                        check)
+    if below != mark.below:
+        log.info("sync %r: the source rows below the cursor mark are not those already settled (%s rows now, %s "
+                 "then: rows arrived late, were replaced or removed); reading the whole source", definition.name,
+                 f"{below.rows:,}", "unknown" if mark.below is None else f"{mark.below.rows:,}")
+        return _Cursor(None, CursorRead(None, check))
+    since = sa.bindparam("cdp_since", mark.lower_bound(definition.lookback), type_=mark.bind_type())
+    return _Cursor(mark, CursorRead(since, check))
 
 
 def _describe(definition: SyncDefinition, engine: sa.Engine) -> SourceShape:
@@ -195,32 +216,42 @@ def _mapping_of(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(definition: SyncDefinition, engine: sa.Engine, work: WorkFile, report: SyncReport,
-          log: logging.Logger, shape: SourceShape, values: ValueColumns, since: sa.BindParameter | None = None
+          log: logging.Logger, shape: SourceShape, values: ValueColumns, cursor: CursorRead | None = None
           ) -> str | None:
     """Streams the source through the mapper into the work file; rows without a key are reported here.
 
     Returns how the cursor values were encoded (None without a cursor column or when no row had one).
     """
-    with read_source(engine, definition, shape, since) as (columns, rows):
+    with read_source(engine, definition, shape, cursor) as (columns, rows):
         mapper = RowMapper(definition, columns, values)
+        unmapped: list[tuple[int | None, int, bool]] = []  # (cursor, check, pins) of rows read and not diffed
         last_progress = time.monotonic()
 
         def mapped() -> Iterator[MappedRow]:
             nonlocal last_progress
             for row in rows:
+                check = 0
+                if cursor is not None:
+                    row, check = row[:-1], int(row[-1])
                 result = mapper.map(row)
                 if definition.partition is not None and not _in_partition(definition, result):
+                    if cursor is not None:
+                        unmapped.append((mapper.cursor_of(row), check, False))
                     continue
                 report.source_rows += 1
                 if isinstance(result, MappedRow):
+                    result.check = check
                     yield result
                 else:
                     report.rejected.append(RowRejection("<NULL>", result[1], "source"))
+                    if cursor is not None:
+                        unmapped.append((mapper.cursor_of(row), check, True))
                 if time.monotonic() - last_progress >= _PROGRESS_SECONDS:
                     last_progress = time.monotonic()
                     log.info("sync %r: read %d source rows so far", definition.name, report.source_rows)
 
         work.add_source(mapped())
+        work.add_unmapped(unmapped)
         return mapper.cursor_kind
 
 

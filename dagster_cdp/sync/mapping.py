@@ -45,6 +45,7 @@ class MappedRow:
     delete_call: dict | None
     problem: str | None = None
     cursor: int | None = None  # the encoded cursor column value, for incremental reads
+    check: int = 0  # the warehouse's check of the row's key columns, tallied below the cursor mark (`cursor`)
     row_hash: str | None = None  # the warehouse's hash of the row's columns (in-warehouse diff only)
 
 
@@ -55,6 +56,42 @@ class ValueColumns:
     sent: list[str]
     cleared: list[str]
     all_columns: bool  # the mapping takes every column that is not an identifier (its column set is recorded)
+
+
+@dataclass(frozen=True)
+class Key:
+    """How a mapping builds a row's key: pieces that are a column's text or a literal, concatenated into one
+    string, or (`json`) each an element of a JSON array."""
+
+    pieces: tuple[tuple[str, str], ...]  # ("column", name) or ("literal", text)
+    json: bool
+
+    def columns(self) -> list[str]:
+        return [value for kind, value in self.pieces if kind == "column"]
+
+    def text(self, parts: Sequence[str]) -> str:
+        """The key Python makes of these parts (the one kept in the state)."""
+        return orjson.dumps(list(parts)).decode() if self.json else parts[0]
+
+
+def key_of(definition: SyncDefinition) -> Key:
+    m = definition.mapping
+
+    def column(name: str) -> tuple[str, str]:
+        return ("column", name)
+
+    if isinstance(m, People):
+        return Key((column(m.id_column or m.email_column),), json=False)
+    if isinstance(m, Objects):
+        if m.object_type_column:
+            return Key((column(m.object_type_column), ("literal", ":"), column(m.id_column)), json=False)
+        return Key((("literal", f"{m.object_type}:"), column(m.id_column)), json=False)
+    if isinstance(m, Relationships):
+        kind = column(m.object_type_column) if m.object_type_column else ("literal", str(m.object_type))
+        return Key((column(m.user_id_column), kind, column(m.object_id_column)), json=True)
+    assert isinstance(m, CallMapping)
+    names = m.key_columns()
+    return Key(tuple(map(column, names)), json=len(names) > 1)
 
 
 def mapping_columns(definition: SyncDefinition) -> tuple[list[str], set[str], list[str] | None]:
@@ -202,22 +239,29 @@ class RowMapper:
         return self._sized(key, key_hash, payload, delete_call)
 
     def _with_cursor(self, row: Sequence[Any], mapped: MappedRow | tuple[None, str]) -> MappedRow | tuple[None, str]:
-        """Adds the encoded cursor; a NULL cursor stays None (such rows are sent by full reads only)."""
+        """Adds the encoded cursor (None for a NULL one); a row whose cursor cannot be read is reported."""
         if self._cursor_index is None or not isinstance(mapped, MappedRow):
             return mapped
         value = row[self._cursor_index]
         if isinstance(value, Unreadable):
             return MappedRow(mapped.key, mapped.key_hash, None, None, None,
                              problem=f"cursor column {self._cursor_column!r} holds {value.text[:40]!r}, {value.reason}")
-        encoded = encode(value, self._cursor_column)
-        if encoded is not None:
-            kind, mapped.cursor = encoded
-            if self.cursor_kind is None:
-                self.cursor_kind = kind
-            elif kind != self.cursor_kind:
-                raise SourceError(f"Cursor column {self._cursor_column!r} mixes {self.cursor_kind} and {kind} values; "
-                                  "cast it to one type in the query.")
+        mapped.cursor = self.cursor_of(row)
         return mapped
+
+    def cursor_of(self, row: Sequence[Any]) -> int | None:
+        """The row's encoded cursor value (None when NULL or unreadable); one sync's values must share a kind."""
+        value = row[self._cursor_index] if self._cursor_index is not None else None
+        encoded = None if isinstance(value, Unreadable) else encode(value, self._cursor_column)
+        if encoded is None:
+            return None
+        kind, cursor = encoded
+        if self.cursor_kind is None:
+            self.cursor_kind = kind
+        elif kind != self.cursor_kind:
+            raise SourceError(f"Cursor column {self._cursor_column!r} mixes {self.cursor_kind} and {kind} values; "
+                              "cast it to one type in the query.")
+        return cursor
 
     def _sized(self, key: str, key_hash: str, payload: dict, delete_call: dict | None) -> MappedRow:
         """The row, or a problem row when its call is over the API's size limit."""

@@ -26,12 +26,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
+from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import Dialect, dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.kinds import CallMapping
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, hash_hex, mapping_columns
+from dagster_cdp.sync.mapping import Key, MappedRow, RowMapper, ValueColumns, hash_hex, key_of, mapping_columns
 from dagster_cdp.sync.partitions import partition_sql
 from dagster_cdp.sync.reading import SourceShape, execute
 from dagster_cdp.sync.report import RowRejection, SyncReport
@@ -39,42 +38,6 @@ from dagster_cdp.sync.source import source_sql
 from dagster_cdp.sync.state import STATE_FIELDS, StateStore, state_field_types
 
 FETCH_ROWS = 10_000
-
-
-@dataclass(frozen=True)
-class Key:
-    """How a mapping builds a row's key: pieces that are a column's text or a literal, concatenated into one
-    string, or (`json`) each an element of a JSON array."""
-
-    pieces: tuple[tuple[str, str], ...]  # ("column", name) or ("literal", text)
-    json: bool
-
-    def columns(self) -> list[str]:
-        return [value for kind, value in self.pieces if kind == "column"]
-
-    def text(self, parts: Sequence[str]) -> str:
-        """The key Python makes of these parts (the one kept in the state)."""
-        return orjson.dumps(list(parts)).decode() if self.json else parts[0]
-
-
-def key_of(definition: SyncDefinition) -> Key:
-    m = definition.mapping
-
-    def column(name: str) -> tuple[str, str]:
-        return ("column", name)
-
-    if isinstance(m, People):
-        return Key((column(m.id_column or m.email_column),), json=False)
-    if isinstance(m, Objects):
-        if m.object_type_column:
-            return Key((column(m.object_type_column), ("literal", ":"), column(m.id_column)), json=False)
-        return Key((("literal", f"{m.object_type}:"), column(m.id_column)), json=False)
-    if isinstance(m, Relationships):
-        kind = column(m.object_type_column) if m.object_type_column else ("literal", str(m.object_type))
-        return Key((column(m.user_id_column), kind, column(m.object_id_column)), json=True)
-    assert isinstance(m, CallMapping)
-    names = m.key_columns()
-    return Key(tuple(map(column, names)), json=len(names) > 1)
 
 
 @dataclass(frozen=True)

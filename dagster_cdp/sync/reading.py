@@ -35,12 +35,13 @@ class SourceShape:
     casts: dict[str, str] = field(default_factory=dict)  # column -> SQL reading it, `{}` standing for the column
     fixers: dict[int, Fixer] = field(default_factory=dict)  # column index -> per-value conversion
 
-    def select(self, source_sql: str, quote: Callable[[str], str]) -> str:
-        """A SELECT of `source_sql` with the casts applied (the source's own SQL when there are none)."""
+    def select(self, source_sql: str, quote: Callable[[str], str], extra: Sequence[str] = ()) -> str:
+        """A SELECT of `source_sql` with the casts applied (the source's own SQL when there are none); `extra`
+        names columns `source_sql` has after the source's, passed through."""
         if not self.casts:
             return source_sql
-        columns = ", ".join(f"{self.casts[c].format(quote(c))} AS {quote(c)}" if c in self.casts else quote(c)
-                            for c in self.columns)
+        columns = ", ".join([f"{self.casts[c].format(quote(c))} AS {quote(c)}" if c in self.casts else quote(c)
+                             for c in self.columns] + [quote(c) for c in extra])
         return f"SELECT {columns} FROM (\n{source_sql}\n) AS cdp_read"
 
     def fix(self, rows: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:

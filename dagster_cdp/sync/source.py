@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from dagster_cdp.sync.cursor import Tally
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
@@ -111,22 +113,33 @@ def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class CursorRead:
+    """How a sync with a cursor column reads: from `since` (None: the whole source), each row followed by the
+    warehouse's check of its key columns (`check`, SQL over the source's columns; None: no check here)."""
+
+    since: sa.BindParameter | None
+    check: str | None
+
+
 @contextmanager
-def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShape,
-                since: sa.BindParameter | None = None) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShape, cursor: CursorRead | None = None
+                ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
     """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one.
 
-    `shape` is the source as `describe_source` found it this run. With `since`, only rows whose cursor column
-    is >= it (an incremental read of a send-once sync).
+    `shape` is the source as `describe_source` found it this run. With `cursor`, each row ends with its check
+    (0 where there is none), and with `cursor.since` only rows whose cursor column is >= it or NULL are read.
     """
     with engine.connect() as connection, reading_session(connection):
         quote = engine.dialect.identifier_preparer.quote_identifier
         sql = source_sql(definition, engine)
-        if since is not None:
-            sql = f"SELECT * FROM (\n{sql}\n) AS cdp_source WHERE {quote(definition.cursor_column)} >= :{since.key}"
-        statement = sa.text(shape.select(sql, quote))
-        if since is not None:
-            statement = statement.bindparams(since)
+        if cursor is not None:
+            column = quote(definition.cursor_column)
+            window = f" WHERE {column} >= :{cursor.since.key} OR {column} IS NULL" if cursor.since is not None else ""
+            sql = f"SELECT cdp_source.*, {cursor.check or 0} AS cdp_check FROM (\n{sql}\n) AS cdp_source{window}"
+        statement = sa.text(shape.select(sql, quote, ["cdp_check"] if cursor else []))
+        if cursor is not None and cursor.since is not None:
+            statement = statement.bindparams(cursor.since)
         try:
             result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
         except sa.exc.DBAPIError as e:
@@ -135,3 +148,13 @@ def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShap
             yield shape.columns, shape.fix(row for partition in result.partitions(CHUNK_ROWS) for row in partition)
         finally:
             result.close()
+
+
+def tally_below(engine: sa.Engine, definition: SyncDefinition, mark: sa.BindParameter, check: str | None) -> Tally:
+    """The tally of the source rows whose cursor is below `mark` now (see `cursor`)."""
+    column = engine.dialect.identifier_preparer.quote_identifier(definition.cursor_column)
+    sql = (f"SELECT count(*), coalesce(sum({check or 0}), 0) FROM (\n{source_sql(definition, engine)}\n) AS cdp_source "
+           f"WHERE {column} < :{mark.key}")
+    with engine.connect() as connection, reading_session(connection):
+        rows, total = connection.execute(sa.text(sql).bindparams(mark)).one()
+    return Tally(int(rows), int(total))

@@ -24,7 +24,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from dagster_cdp.sync.cursor import CursorMark
+from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import as_engine
 from dagster_cdp.sync.dialects import dialect_of
 from dagster_cdp.sync.locks import hold, lease_table
@@ -82,6 +82,8 @@ class StateStore:
             sa.Column("cursor_column", sa.Text, nullable=False),
             sa.Column("kind", sa.String(20), nullable=False),
             sa.Column("mark", sa.BigInteger, nullable=False),
+            sa.Column("below_rows", sa.BigInteger, nullable=True),  # the tally of the source rows below the mark
+            sa.Column("below_check", sa.BigInteger, nullable=True),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
         self._locks = lease_table(sa.MetaData(schema=schema), f"{table_prefix}locks")  # not in create_tables
@@ -105,25 +107,27 @@ class StateStore:
         return sa.inspect(self.engine).has_table(table.name, schema=table.schema)
 
     def _upgrade(self) -> None:
-        """Brings state tables an earlier version created up to date, once per store, keeping their rows:
-        `sync` columns compare exactly on MySQL/MariaDB, and `row_hash` exists."""
+        """Brings state tables an earlier version created up to date, once per store, keeping their rows: the
+        dialect's own changes, and the columns added since (`row_hash`; the cursor mark's tally)."""
         if self._upgraded:
             return
         self.dialect.upgrade(self.engine, list(self._metadata.tables.values()))
         inspector = sa.inspect(self.engine)
-        for table in (self.state, self.acks):
-            if inspector.has_table(table.name, schema=table.schema) and not self._has_row_hash(table):
+        added = [(self.state, "row_hash", "VARCHAR(32)"), (self.acks, "row_hash", "VARCHAR(32)"),
+                 (self.cursors, "below_rows", "BIGINT"), (self.cursors, "below_check", "BIGINT")]
+        for table, column, kind in added:
+            if inspector.has_table(table.name, schema=table.schema) and not self._has_column(table, column):
                 try:
                     with self.engine.begin() as connection:
-                        connection.exec_driver_sql(f"ALTER TABLE {self._name(table)} ADD COLUMN row_hash VARCHAR(32)")
+                        connection.exec_driver_sql(f"ALTER TABLE {self._name(table)} ADD COLUMN {column} {kind}")
                 except sa.exc.DBAPIError:
-                    if not self._has_row_hash(table):  # else another sync's run added it at the same moment
+                    if not self._has_column(table, column):  # else another sync's run added it at the same moment
                         raise
         self._upgraded = True
 
-    def _has_row_hash(self, table: sa.Table) -> bool:
+    def _has_column(self, table: sa.Table, column: str) -> bool:
         with self.engine.connect() as connection:  # by a query: duckdb-engine cannot always reflect
-            return "row_hash" in connection.exec_driver_sql(f"SELECT * FROM {self._name(table)} WHERE 1 = 0").keys()
+            return column in connection.exec_driver_sql(f"SELECT * FROM {self._name(table)} WHERE 1 = 0").keys()
 
     def _name(self, table: sa.Table) -> str:
         return self.engine.dialect.identifier_preparer.format_table(table)
@@ -215,19 +219,25 @@ class StateStore:
         return int(pending)
 
     def cursor_mark(self, sync: str) -> CursorMark | None:
-        """The high-water mark of an incremental send-once sync, or None before its first completed run."""
+        """The cursor mark of an incremental send-once sync, or None before its first completed run."""
         if not self._has(self.cursors):
             return None
         c = self.cursors.c
         with self.engine.connect() as connection:
-            row = connection.execute(sa.select(c.cursor_column, c.kind, c.mark).where(c.sync == sync)).first()
-        return None if row is None else CursorMark(row.cursor_column, row.kind, row.mark)
+            row = connection.execute(sa.select(c.cursor_column, c.kind, c.mark, c.below_rows, c.below_check)
+                                     .where(c.sync == sync)).first()
+        if row is None:
+            return None
+        below = None if row.below_rows is None else Tally(row.below_rows, row.below_check)
+        return CursorMark(row.cursor_column, row.kind, row.mark, below)
 
     def save_cursor_mark(self, sync: str, mark: CursorMark) -> None:
         with self.engine.begin() as connection:
             connection.execute(sa.delete(self.cursors).where(self.cursors.c.sync == sync))
             connection.execute(sa.insert(self.cursors).values(
-                sync=sync, cursor_column=mark.column, kind=mark.kind, mark=mark.value, updated_at=_now()))
+                sync=sync, cursor_column=mark.column, kind=mark.kind, mark=mark.value,
+                below_rows=mark.below.rows if mark.below else None, below_check=mark.below.check if mark.below else None,
+                updated_at=_now()))
 
     def forget(self, sync: str, key_hashes: Iterable[str]) -> None:
         """Drops keys that are gone from the source and were never accepted, so nothing needs deleting."""

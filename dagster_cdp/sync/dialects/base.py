@@ -62,9 +62,15 @@ class Dialect:
         """SQL of string element `index` of the JSON array text `expression`."""
         raise NotImplementedError
 
-    def bucket(self, expression: str) -> str:
-        """SQL of the first 28 bits of the md5 of the text `expression`, as a non-negative integer."""
-        raise NotImplementedError
+    def bucket(self, expression: str) -> str | None:
+        """SQL of the first 28 bits of the md5 of the text `expression`, as a non-negative integer (None: no md5)."""
+        return None
+
+    def row_check(self, columns: Sequence[str]) -> str | None:
+        """SQL of an integer checking the quoted `columns` of a row (summed below a cursor mark, see `cursor`);
+        None where the warehouse has no md5, which leaves the count alone to verify the mark."""
+        texts = [f"coalesce({self.key_text(c)}, '')" for c in columns]
+        return self.bucket(self.concat([part for text in texts for part in (text, "'|'")][:-1]))
 
     # The state tables (`state`) and the lock of a sync (`locks`).
 

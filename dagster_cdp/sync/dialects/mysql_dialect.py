@@ -36,6 +36,12 @@ class MySQLDialect(Dialect):
                 fixers[index] = boolean  # TINYINT(1), MySQL's BOOLEAN
         return SourceShape(columns, [d[1] for d in description], {}, fixers)
 
+    def concat(self, parts: Sequence[str]) -> str:
+        return f"CONCAT({', '.join(parts)})"  # `||` is OR unless the session has PIPES_AS_CONCAT
+
+    def bucket(self, expression: str) -> str:
+        return f"CAST(CONV(SUBSTR(MD5({expression}), 1, 7), 16, 10) AS UNSIGNED)"
+
     def upgrade(self, engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
         """Makes `sync` columns created with a case-insensitive collation compare exactly, altered in place (an
         exact collation only tells apart names the old one merged): else `People` and `people` would share state."""
