@@ -1,5 +1,5 @@
 """Real warehouses for the sync tests: SQLite and DuckDB files, a fresh PostgreSQL schema, a fresh MariaDB database,
-and (kind "snowflake", not yet in KINDS) a fresh database on the local fakesnow server scripts/test starts.
+and (kind "snowflake", not yet in KINDS) a fresh schema on the local fakesnow server scripts/test starts.
 
 Use `warehouse` as a fixture (import it into the test module); each test gets an empty place, dropped after.
 """
@@ -24,6 +24,7 @@ MARIADB = "mysql+pymysql://root@127.0.0.1:3306"
 # host/port/protocol query parameters reach the connector as connect_args (dagster_cdp.sync.database.as_engine).
 SNOWFLAKE = os.environ.get("CDP_TEST_SNOWFLAKE_URL",
                            "snowflake://fake:snow@fakesnow?host=127.0.0.1&port=8765&protocol=http")
+SNOWFLAKE_DATABASE = "cdp_test"
 KINDS = ("sqlite", "duckdb", "postgresql", "mariadb")
 SNOWFLAKE_KINDS = (*KINDS, "snowflake")  # parametrize with indirect=True: `warehouse` knows every kind here
 
@@ -117,17 +118,20 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
                 connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
             admin.dispose()
     elif kind == "snowflake":
+        # a fresh schema in one database: fakesnow runs CREATE DATABASE but not DROP DATABASE (DuckDB's parser
+        # rejects it), so a database per test would pile up in the server's memory
         admin = as_engine(SNOWFLAKE)
         with admin.begin() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")  # unquoted: Snowflake names it in upper case
-        place = Warehouse(kind, sa.make_url(SNOWFLAKE).set(database=f"{name}/public").render_as_string(False),
-                          "public")
+            connection.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {SNOWFLAKE_DATABASE}")
+            connection.exec_driver_sql(f"CREATE SCHEMA {SNOWFLAKE_DATABASE}.{name}")  # unquoted: upper case
+        place = Warehouse(kind, sa.make_url(SNOWFLAKE).set(database=f"{SNOWFLAKE_DATABASE}/{name}")
+                          .render_as_string(False), name)
         try:
             yield place
         finally:
             place.release()
             with admin.begin() as connection:
-                connection.exec_driver_sql(f"DROP DATABASE {name}")
+                connection.exec_driver_sql(f"DROP SCHEMA {SNOWFLAKE_DATABASE}.{name} CASCADE")
             admin.dispose()
     else:
         admin = sa.create_engine(MARIADB)
