@@ -64,7 +64,7 @@ def test_an_unreachable_database_says_so_with_the_drivers_reason(url: str, clien
                                                   "postgresql+psycopg://ada:***@db.example.com/shop"),
     ("mysql://ada:s3cret@db.example.com/shop", "No module named 'MySQLdb'. pip install 'dagster-cdp[mysql]' "
                                                "installs the driver of mysql+pymysql:// URLs"),
-    ("snowflake://ada:s3cret@account/db", "Install the package that provides SQLAlchemy's 'snowflake' dialect"),
+    ("bigquery://ada:s3cret@project/dataset", "Install the package that provides SQLAlchemy's 'bigquery' dialect"),
 ])
 def test_a_url_whose_dialect_is_not_installed_names_what_to_install(url: str, advice: str,
                                                                     client: PipelinesClient) -> None:

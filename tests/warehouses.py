@@ -1,10 +1,12 @@
-"""Real warehouses for the sync tests: SQLite and DuckDB files, a fresh PostgreSQL schema, a fresh MariaDB database.
+"""Real warehouses for the sync tests: SQLite and DuckDB files, a fresh PostgreSQL schema, a fresh MariaDB database,
+and (kind "snowflake", not yet in KINDS) a fresh schema on the local fakesnow server scripts/test starts.
 
 Use `warehouse` as a fixture (import it into the test module); each test gets an empty place, dropped after.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,10 +16,17 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.sync import StateStore
+from dagster_cdp.sync.database import as_engine
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306"
+# The fakesnow server scripts/test starts (a Snowflake speaking the wire protocol, the SQL run in DuckDB); the URL's
+# host/port/protocol query parameters reach the connector as connect_args (dagster_cdp.sync.database.as_engine).
+SNOWFLAKE = os.environ.get("CDP_TEST_SNOWFLAKE_URL",
+                           "snowflake://fake:snow@fakesnow?host=127.0.0.1&port=8765&protocol=http")
+SNOWFLAKE_DATABASE = "cdp_test"
 KINDS = ("sqlite", "duckdb", "postgresql", "mariadb")
+SNOWFLAKE_KINDS = (*KINDS, "snowflake")  # parametrize with indirect=True: `warehouse` knows every kind here
 
 
 class Warehouse:
@@ -27,7 +36,7 @@ class Warehouse:
         self.kind = kind
         self.url = url
         self.schema = schema  # the schema (MariaDB: database) unqualified names land in
-        self.engine = sa.create_engine(url)
+        self.engine = as_engine(url)
 
     def create(self, name: str, columns: Mapping[str, sa.types.TypeEngine], rows: Sequence[Mapping[str, Any]] = (),
                primary_key: str | None = None) -> sa.Table:
@@ -107,6 +116,22 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
             place.release()
             with admin.begin() as connection:
                 connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+            admin.dispose()
+    elif kind == "snowflake":
+        # a fresh schema in one database: fakesnow runs CREATE DATABASE but not DROP DATABASE (DuckDB's parser
+        # rejects it), so a database per test would pile up in the server's memory
+        admin = as_engine(SNOWFLAKE)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {SNOWFLAKE_DATABASE}")
+            connection.exec_driver_sql(f"CREATE SCHEMA {SNOWFLAKE_DATABASE}.{name}")  # unquoted: upper case
+        place = Warehouse(kind, sa.make_url(SNOWFLAKE).set(database=f"{SNOWFLAKE_DATABASE}/{name}")
+                          .render_as_string(False), name)
+        try:
+            yield place
+        finally:
+            place.release()
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f"DROP SCHEMA {SNOWFLAKE_DATABASE}.{name} CASCADE")
             admin.dispose()
     else:
         admin = sa.create_engine(MARIADB)
