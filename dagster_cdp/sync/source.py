@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dagster_cdp.sync.cursor import Tally
+from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
@@ -115,11 +115,13 @@ def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
 
 @dataclass(frozen=True)
 class CursorRead:
-    """How a sync with a cursor column reads: from `since` (None: the whole source), each row followed by the
-    warehouse's check of its key columns (`check`, SQL over the source's columns; None: no check here)."""
+    """How a sync with a cursor column reads: each row followed by the warehouse's check of its key columns
+    (`check`, SQL over the source's columns; None: no check here), and, from a verified `mark`, only the rows
+    from `since` on (see `cursor`); without a mark, the whole source."""
 
-    since: sa.BindParameter | None
     check: str | None
+    mark: CursorMark | None = None
+    since: sa.BindParameter | None = None
 
 
 @contextmanager
