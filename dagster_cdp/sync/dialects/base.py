@@ -27,6 +27,8 @@ class Dialect:
     keyed_state: ClassVar[bool] = True  # whether the state table has a primary key (see `state`)
     full_outer_join: ClassVar[bool] = True
 
+    case_folding: ClassVar[str] = ""  # how unquoted names change case, for the hint on a missing table
+
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         """Reads in UTC on this connection for the block (and whatever else makes values come back exactly)."""
         return nullcontext()
@@ -35,6 +37,11 @@ class Dialect:
               declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
         """How to read each column so that no value can fail the fetch (`reading`)."""
         return declared_shape(columns, [d[1] for d in description], declared)
+
+    def declared_types(self, connection: sa.Connection, table: str, schema: str | None
+                       ) -> dict[str, sa.types.TypeEngine]:
+        """Column types a table declares that SQLAlchemy's reflection misses (`shape` gets them as `declared`)."""
+        return {}
 
     # The in-warehouse diff (`pushdown`); only where `in_warehouse_diff`.
 
@@ -85,6 +92,10 @@ class Dialect:
         acknowledgements once per state row)."""
         return sa.delete(state).where(state.c.sync == sync, acks.c.sync == sync,
                                       state.c.key_hash == acks.c.key_hash)
+
+    def sync_name_type(self) -> sa.types.TypeEngine:
+        """The type of the state tables' `sync` columns: names compare byte for byte."""
+        return sa.String(200)
 
     def upgrade(self, engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
         """Brings state tables an earlier version created on this warehouse up to date, keeping their rows."""
