@@ -23,6 +23,7 @@ class MySQLDialect(Dialect):
     names: ClassVar[tuple[str, ...]] = ("mysql", "mariadb")
     text_type: ClassVar[str] = "CHAR"
     full_outer_join: ClassVar[bool] = False
+    multi_table_delete: ClassVar[bool] = True
 
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         return session_setting(connection, "SELECT @@session.time_zone", "SET time_zone = '{}'", "+00:00")
