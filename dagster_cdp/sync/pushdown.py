@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.definition import SyncDefinition
-from dagster_cdp.sync.dialects import Dialect, dialect_of, reading_session
+from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.mapping import Key, MappedRow, RowMapper, ValueColumns, hash_hex, key_of, mapping_columns
@@ -123,7 +123,7 @@ class Pushdown:
                 FROM (\n{self.shape.select(self.source_sql, quote)}\n) AS cdp_src
             ) AS cdp_row ON diffed.cdp_n = 1 AND {" AND ".join(f"cdp_row.cdp_row_{k} = diffed.{k}" for k in ks)}
         """
-        with engine.connect() as connection, reading_session(connection):
+        with engine.connect() as connection, dialect.diff_session(connection):
             result = execute(connection.execution_options(stream_results=True), sql)
             yield self._rows(result, width, RowMapper(d, self.shape.columns, self.values))
 
