@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from dagster_cdp.sync.reading import Fixer, SourceShape, boolean, json_value, mo
 
 _MOMENTS = {7, 10, 12}  # TIMESTAMP, DATE, DATETIME: pymysql hands back a zero date as text
 _JSON = 245
+_KEY_BYTES = 512  # the longest key text the in-warehouse diff joins by index (see `key_text`)
 _BOOLEAN = "TINYINT(1)"  # the type `shape` gives a TINYINT(1) column, which Python reads as a boolean
 _INEXACT = "inexact"  # the type `shape` gives a column the table declares ZEROFILL or binary
 # pymysql type codes whose text in SQL is the string Python sends: TINYINT (not TINYINT(1)), SMALLINT, INT,
@@ -30,6 +31,21 @@ class MySQLDialect(Dialect):
 
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         return session_setting(connection, "SELECT @@session.time_zone", "SET time_zone = '{}'", "+00:00")
+
+    @contextmanager
+    def diff_session(self, connection: sa.Connection) -> Iterator[None]:
+        """The reading session, and a planner that keeps the diff linear. Merged into the outer query, the derived
+        tables the diff joins on a computed key (source rows to the diffed keys, source keys to the state) leave
+        MariaDB a block nested loop over both sides: 100,000 rows took more than 10 minutes. Kept apart
+        (`derived_merge=off`), each is materialized and indexed on its join column (`derived_with_keys`), so the
+        joins are lookups. Both settings exist in MySQL too; the previous ones are set back after."""
+        before = connection.exec_driver_sql("SELECT @@session.optimizer_switch").scalar_one()
+        connection.exec_driver_sql("SET SESSION optimizer_switch = 'derived_merge=off,derived_with_keys=on'")
+        try:
+            with self.session(connection):
+                yield
+        finally:
+            connection.exec_driver_sql(f"SET SESSION optimizer_switch = '{before}'")
 
     def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
               declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
@@ -52,12 +68,20 @@ class MySQLDialect(Dialect):
         return kind in _EXACT_KEYS
 
     def key_text(self, expression: str) -> str:
-        """The UTF-8 bytes of the value's text: a binary string compares, groups and joins byte for byte, where
-        MariaDB's default collations ignore case, accents and trailing spaces (`'a' = 'A ' = 'á'`). Numbers and
-        text in any character set become their text in utf8mb4, as Python reads them; a binary string a query
-        makes (whose type the table does not declare) passes through when it is UTF-8, else becomes UTF-8 with
-        `?` for its bad bytes, and Python then rejects the row for holding bytes that are not UTF-8."""
-        return f"CAST(CONVERT({expression} USING utf8mb4) AS BINARY)"
+        """The UTF-8 bytes of the value's text, as a VARBINARY(512): a binary string compares, groups and joins
+        byte for byte, where MariaDB's default collations ignore case, accents and trailing spaces
+        (`'a' = 'A ' = 'á'`); numbers and text of any character set become their text in utf8mb4, as Python reads
+        them. At most 512 bytes, because MariaDB indexes a derived table on a join column only up to that (a longer
+        string is a BLOB there, joined by a quadratic loop, see `diff_session`): a longer key is its first 100
+        characters, `~` and the MD5 of the whole, so it still groups and joins apart from every other key (but the
+        text differs from Python's key, so a row with such a key stops the sync, naming it; see `pushdown`). A
+        binary string a query makes (a table's binary columns are not exact key types) passes through when it is
+        UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python then rejects the row for holding bytes
+        that are not UTF-8."""
+        text = f"CONVERT({expression} USING utf8mb4)"
+        return (f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
+                f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 100) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
+                "END)")
 
     def concat(self, parts: Sequence[str]) -> str:
         return f"CONCAT({', '.join(parts)})"  # `||` is OR unless the session has PIPES_AS_CONCAT
