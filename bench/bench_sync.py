@@ -1,13 +1,14 @@
 """Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a people table, warehouse to emulator.
 
     python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
-                               [--mariadb 100000] [--sqlite 100000]
+                               [--mariadb 100000] [--sqlite 100000] [--mariadb-relationships 100000]
 
 For each database and size: `bench/sync_once.py prepare` generates table `people` (user_id + 5 traits)
 inside the database with SQL, then three syncs run, each as its own process timed whole with its own
 peak RSS: the first sync (every row sent), a no-op re-sync (nothing sent) and, after 1% of the rows
-changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB and PostgreSQL
-use the in-warehouse diff; MariaDB and SQLite, the generic diff in a DuckDB work file. All calls go to one `dagster-cdp emulator --count-only` process, whose
+changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB, PostgreSQL and MariaDB
+use the in-warehouse diff; SQLite, the generic diff in a DuckDB work file. `--mariadb-relationships` runs the
+same three syncs on a `memberships` table (Relationships, a key of three parts) in MariaDB. All calls go to one `dagster-cdp emulator --count-only` process, whose
 counters are reset before and checked after every run. Prints a table and writes
 bench/results/sync.json and bench/results/sync.png.
 """
@@ -29,7 +30,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 API_KEY = "bench-key"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dcdp_bench"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
-STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v"}
+STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v", "mariadb rel.": ":x"}
 RUNS = ("first", "no-op", "1% changed")
 MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5}
 
@@ -40,10 +41,10 @@ def step(args: list[str]) -> None:
         raise SystemExit(f"sync_once.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
 
-def measure(emulator: EmulatorProcess, url: str, run: str, rows: int) -> dict[str, Any]:
+def measure(emulator: EmulatorProcess, url: str, run: str, rows: int, kind: str = "people") -> dict[str, Any]:
     emulator.reset()
     done = run_timed([sys.executable, str(BENCH_DIR / "sync_once.py"), "sync", "--warehouse", url,
-                      "--base-url", emulator.url, "--api-key", API_KEY])
+                      "--base-url", emulator.url, "--api-key", API_KEY, "--kind", kind])
     if done.returncode != 0:
         raise SystemExit(f"the {run} sync failed:\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -53,20 +54,20 @@ def measure(emulator: EmulatorProcess, url: str, run: str, rows: int) -> dict[st
     if sent != expected or calls != expected:
         raise SystemExit(f"the {run} sync of {rows:,} rows sent {sent:,} calls (emulator counted {calls:,}), "
                          f"expected {expected:,}")
-    return {"run": run, "rows": rows, "seconds": round(done.seconds, 2),
+    return {"run": run, "rows": rows, "diff": report["diff"], "seconds": round(done.seconds, 2),
             "peak_rss_mib": round(done.peak_rss_bytes / 2**20, 1), "calls": calls,
             "requests": report["requests"], "rows_per_second": round(rows / done.seconds)}
 
 
-def bench(emulator: EmulatorProcess, database: str, url: str, rows: int) -> list[dict[str, Any]]:
-    step(["prepare", "--warehouse", url, "--rows", str(rows)])
-    results = [measure(emulator, url, "first", rows), measure(emulator, url, "no-op", rows)]
-    step(["change", "--warehouse", url, "--round", "1"])
-    results.append(measure(emulator, url, "1% changed", rows))
+def bench(emulator: EmulatorProcess, database: str, url: str, rows: int, kind: str = "people") -> list[dict[str, Any]]:
+    step(["prepare", "--warehouse", url, "--rows", str(rows), "--kind", kind])
+    results = [measure(emulator, url, "first", rows, kind), measure(emulator, url, "no-op", rows, kind)]
+    step(["change", "--warehouse", url, "--round", "1", "--kind", kind])
+    results.append(measure(emulator, url, "1% changed", rows, kind))
     for result in results:
         result["database"] = database
-        print(f"{database:<10} {rows:>11,} {result['run']:<11} {result['seconds']:>9.2f} {result['peak_rss_mib']:>8.1f} "
-              f"{result['calls']:>11,} {result['rows_per_second']:>12,}", flush=True)
+        print(f"{database:<12} {rows:>11,} {result['run']:<11} {result['seconds']:>9.2f} {result['peak_rss_mib']:>8.1f} "
+              f"{result['calls']:>11,} {result['rows_per_second']:>12,} {result['diff']}", flush=True)
     return results
 
 
@@ -120,15 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duckdb", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000], help="table sizes")
     parser.add_argument("--postgres", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
-    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
+    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000], help="table sizes")
+    parser.add_argument("--mariadb-relationships", type=int, nargs="*", default=[],
+                        help="table sizes of a memberships table (Relationships) in MariaDB")
     parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    print(f"{'database':<10} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} {'rows/s':>12}")
-    print("-" * 78)
+    print(f"{'database':<12} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} {'rows/s':>12} diff")
+    print("-" * 93)
     results: list[dict[str, Any]] = []
     with EmulatorProcess(API_KEY) as emulator:
         for rows in args.duckdb:
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             results += bench(emulator, "postgresql", POSTGRES, rows)
         for rows in args.mariadb:
             results += bench(emulator, "mariadb", MARIADB, rows)
+        for rows in args.mariadb_relationships:
+            results += bench(emulator, "mariadb rel.", MARIADB, rows, "relationships")
         for rows in args.sqlite:
             path = args.workdir / f"people-{rows}.sqlite"
             path.unlink(missing_ok=True)
