@@ -14,7 +14,7 @@ from dagster_cdp.sync.reading import Fixer, SourceShape, boolean, json_value, mo
 
 _MOMENTS = {7, 10, 12}  # TIMESTAMP, DATE, DATETIME: pymysql hands back a zero date as text
 _JSON = 245
-_KEY_BYTES = 512  # the longest key text the in-warehouse diff joins by index (see `key_text`)
+_KEY_BYTES = 320  # the longest key text the in-warehouse diff joins by index (see `key_text`)
 _BOOLEAN = "TINYINT(1)"  # the type `shape` gives a TINYINT(1) column, which Python reads as a boolean
 _INEXACT = "inexact"  # the type `shape` gives a column the table declares ZEROFILL or binary
 # pymysql type codes whose text in SQL is the string Python sends: TINYINT (not TINYINT(1)), SMALLINT, INT,
@@ -68,19 +68,21 @@ class MySQLDialect(Dialect):
         return kind in _EXACT_KEYS
 
     def key_text(self, expression: str) -> str:
-        """The UTF-8 bytes of the value's text, as a VARBINARY(512): a binary string compares, groups and joins
+        """The UTF-8 bytes of the value's text, as a VARBINARY(320): a binary string compares, groups and joins
         byte for byte, where MariaDB's default collations ignore case, accents and trailing spaces
         (`'a' = 'A ' = 'á'`); numbers and text of any character set become their text in utf8mb4, as Python reads
-        them. At most 512 bytes, because MariaDB indexes a derived table on a join column only up to that (a longer
-        string is a BLOB there, joined by a quadratic loop, see `diff_session`): a longer key is its first 100
-        characters, `~` and the MD5 of the whole, so it still groups and joins apart from every other key (but the
-        text differs from Python's key, so a row with such a key stops the sync, naming it; see `pushdown`). A
+        them. At most 320 bytes, because MariaDB indexes a derived table on its join columns only when each is at
+        most 512 bytes (a longer string is a BLOB there) and all of them together fit its key (the three parts of
+        a relationship's key); unindexed, the join is a quadratic loop (see `diff_session`). A longer key is its
+        first 60 characters, `~` and the MD5 of the whole, so it still groups and joins apart from every other key
+        (but the text differs from Python's key, so a row with such a key stops the sync, naming it; see
+        `pushdown`). A
         binary string a query makes (a table's binary columns are not exact key types) passes through when it is
         UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python then rejects the row for holding bytes
         that are not UTF-8."""
         text = f"CONVERT({expression} USING utf8mb4)"
         return (f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
-                f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 100) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
+                f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 60) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
                 "END)")
 
     def concat(self, parts: Sequence[str]) -> str:
