@@ -4,13 +4,13 @@
                                [--mariadb 100000] [--sqlite 100000] [--relationships 1000000]
 
 People tables of each size on each database, and relationships tables (a person in an account, keyed by
-the pair) of the `--relationships` sizes on DuckDB and PostgreSQL.
+the pair) of the `--relationships` sizes on DuckDB, PostgreSQL and MariaDB.
 
 For each database and size: `bench/sync_once.py prepare` generates table `people` (user_id + 5 traits)
 inside the database with SQL, then three syncs run, each as its own process timed whole with its own
 peak RSS: the first sync (every row sent), a no-op re-sync (nothing sent) and, after 1% of the rows
-changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB and PostgreSQL
-use the in-warehouse diff; MariaDB and SQLite, the generic diff in a DuckDB work file. All calls go to one `dagster-cdp emulator --count-only` process, whose
+changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB, PostgreSQL and
+MariaDB use the in-warehouse diff; SQLite, the portable diff in a DuckDB work file. All calls go to one `dagster-cdp emulator --count-only` process, whose
 counters are reset before and checked after every run. Prints a table and writes
 bench/results/sync.json and bench/results/sync.png.
 """
@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duckdb", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000], help="table sizes")
     parser.add_argument("--postgres", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
-    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
-    parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
+    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
+    parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (portable diff)")
     parser.add_argument("--relationships", type=int, nargs="*", default=[1_000_000],
-                        help="sizes of relationships tables, on DuckDB and PostgreSQL")
+                        help="sizes of relationships tables, on DuckDB, PostgreSQL and MariaDB")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             results += bench(emulator, "duckdb", f"duckdb:///{path}", rows, "relationships")
             path.unlink(missing_ok=True)
             results += bench(emulator, "postgresql", POSTGRES, rows, "relationships")
+            results += bench(emulator, "mariadb", MARIADB, rows, "relationships")
         for rows in args.mariadb:
             results += bench(emulator, "mariadb", MARIADB, rows)
         for rows in args.sqlite:

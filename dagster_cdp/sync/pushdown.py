@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.definition import SyncDefinition
-from dagster_cdp.sync.dialects import Dialect, dialect_of, reading_session
+from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.mapping import Key, MappedRow, RowMapper, ValueColumns, hash_hex, key_of, mapping_columns
@@ -111,7 +111,7 @@ class Pushdown:
             ), agg AS (
                 SELECT {', '.join(ks)}, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY {', '.join(ks)}
             ), st AS (
-                SELECT {', '.join(STATE_FIELDS)}, {', '.join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
+                SELECT {_fields(engine)}, {', '.join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
                 FROM ({self._state_sql(engine)}) AS cdp_state
             ), diffed AS (
                 {diffed}
@@ -123,7 +123,7 @@ class Pushdown:
                 FROM (\n{self.shape.select(self.source_sql, quote)}\n) AS cdp_src
             ) AS cdp_row ON diffed.cdp_n = 1 AND {" AND ".join(f"cdp_row.cdp_row_{k} = diffed.{k}" for k in ks)}
         """
-        with engine.connect() as connection, reading_session(connection):
+        with engine.connect() as connection, dialect.diff_session(connection):
             result = execute(connection.execution_options(stream_results=True), sql)
             yield self._rows(result, width, RowMapper(d, self.shape.columns, self.values))
 
@@ -209,9 +209,10 @@ class Pushdown:
         """This sync's stored state; an empty relation before the state tables exist (a dry run creates none)."""
         if not self.store.exists():
             kinds = state_field_types(self.dialect.text_type)
-            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {f}" for f, k in kinds.items()) + " WHERE 1 = 0"
+            quote = engine.dialect.identifier_preparer.quote
+            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {quote(f)}" for f, k in kinds.items()) + " WHERE 1 = 0"
         state = engine.dialect.identifier_preparer.format_table(self.store.state)
-        return f"SELECT {', '.join(STATE_FIELDS)} FROM {state} WHERE sync = {_literal(self.definition.name)}"
+        return f"SELECT {_fields(engine)} FROM {state} WHERE sync = {_literal(self.definition.name)}"
 
 
 def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape,
@@ -234,6 +235,11 @@ def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateSto
         return None, "hash partitions of a key of several columns are computed in Python"
     hashed = sorted({*identifiers, *values.sent})
     return Pushdown(definition, dialect, store, source_sql(definition, engine), key, hashed, shape, values), None
+
+
+def _fields(engine: sa.Engine) -> str:
+    """STATE_FIELDS as a select list, quoted where the warehouse reserves the name (MySQL: `key`)."""
+    return ", ".join(map(engine.dialect.identifier_preparer.quote, STATE_FIELDS))
 
 
 def _literal(value: str) -> str:

@@ -46,6 +46,11 @@ class Dialect:
 
     # The in-warehouse diff (`pushdown`); only where `in_warehouse_diff`.
 
+    def diff_session(self, connection: sa.Connection) -> AbstractContextManager[None]:
+        """The session the in-warehouse diff's query runs in: the reading `session`, plus whatever planner
+        settings that one query needs (set for it alone, not for the other reads)."""
+        return self.session(connection)
+
     def exact_key_type(self, kind: Any) -> bool:
         """Whether a key column of this driver type reads in SQL as exactly the string Python sends."""
         return False
