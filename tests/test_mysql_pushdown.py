@@ -161,13 +161,21 @@ def test_partitions_in_sql_are_pythons(one: Warehouse, emulator: Emulator, clien
     assert sent == {k: partition_of(k, 3) for k in keys}
 
 
-def test_a_key_longer_than_320_bytes_stops_the_sync_naming_it(one: Warehouse, emulator: Emulator, client) -> None:
-    """Known limit: the diff joins keys by index, which MariaDB builds on short strings only; a longer key still
-    groups apart (its first 60 characters, '~', the MD5 of the whole) but its text is not Python's."""
-    one.create("people", {"id": sa.Text, "plan": sa.String(10)},
-               [{"id": "x" * 321, "plan": "free"}, {"id": "x" * 321 + "y", "plan": "free"}, {"id": "ok", "plan": "free"}])
-    with pytest.raises(SourceError, match="the in-warehouse diff cannot be used"):
-        run_sync(PEOPLE, warehouse=one.engine, client=client)
+def test_keys_longer_than_320_bytes_are_synced_apart(one: Warehouse, emulator: Emulator, client) -> None:
+    """The diff joins keys by index, which MariaDB builds on short strings only: a longer key is joined by its
+    first 60 characters, '~' and the MD5 of the whole, and still sent as itself, apart from its lookalikes."""
+    long = ["x" * 321, "x" * 321 + "y", "é" * 200]
+    table = one.create("people", {"id": sa.Text, "plan": sa.String(10)},
+                       [{"id": k, "plan": "free"} for k in [*long, "ok"]])
+    report = run_sync(PEOPLE, warehouse=one.engine, client=client)
+    assert (report.diff, report.inserted, report.rejected) == ("in-warehouse", 4, [])
+    assert sorted(emulator.snapshot()["people"]) == sorted([*long, "ok"])
+    assert run_sync(PEOPLE, warehouse=one.engine, client=client).unchanged == 4
+    one.replace(table, [{"id": long[0], "plan": "pro"}, {"id": long[1], "plan": "free"}, {"id": "ok", "plan": "free"}])
+    report = run_sync(PEOPLE, warehouse=one.engine, client=client, force=True)
+    assert (report.updated, report.deleted, report.unchanged) == (1, 1, 2)
+    assert emulator.snapshot()["people"][long[0]]["traits"]["plan"] == "pro"
+    assert long[2] not in emulator.snapshot()["people"]
 
 
 def test_the_diff_restores_the_session(one: Warehouse) -> None:

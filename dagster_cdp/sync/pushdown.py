@@ -36,6 +36,7 @@ from dagster_cdp.sync.reading import SourceShape, execute
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.source import source_sql
 from dagster_cdp.sync.state import STATE_FIELDS, StateStore, state_field_types
+from dagster_cdp.sync.values import to_key_part
 
 FETCH_ROWS = 10_000
 
@@ -127,15 +128,17 @@ class Pushdown:
             result = execute(connection.execution_options(stream_results=True), sql)
             yield self._rows(result, width, RowMapper(d, self.shape.columns, self.values))
 
-    def _src_keys(self, engine: sa.Engine, alias: str) -> list[str]:
-        """SQL of the key's parts over the source (NULL where a column is NULL or empty), one string unless JSON."""
+    def _src_keys(self, engine: sa.Engine, alias: str, *, whole: bool = False) -> list[str]:
+        """SQL of the key's parts over the source (NULL where a column is NULL or empty), one string unless JSON;
+        as `key_text` joins them, or (`whole`) as the text Python sends."""
         quote = engine.dialect.identifier_preparer.quote_identifier
         pieces = []
         for kind, value in self.key.pieces:
             if kind == "literal":
                 pieces.append(_literal(value))
             else:
-                text = self.dialect.key_text(f"{alias}.{quote(value)}")
+                column = f"{alias}.{quote(value)}"
+                text = f"CAST({column} AS {self.dialect.text_type})" if whole else self.dialect.key_text(column)
                 pieces.append(f"CASE WHEN {text} = '' THEN NULL ELSE {text} END")
         return pieces if self.key.json else [self.dialect.concat(pieces)]
 
@@ -159,25 +162,32 @@ class Pushdown:
                 elif any(p is None for p in parts):
                     yield DiffedRow([], None, missing_key=count)
                 elif count > 1:
-                    key = self.key.text(parts)
+                    key = state[1] if state else self.key.text(parts)  # a long key's parts may be abridged
                     key_hash = state[0] if state else hash_hex(key.encode())
                     yield DiffedRow([MappedRow(key, key_hash, None, None, None)] * count, state)
                 else:
-                    yield self._mapped(mapper, self.shape.fix_row(row[head:]), self.key.text(parts), row_hash, state)
+                    yield self._mapped(mapper, self.shape.fix_row(row[head:]), parts, row_hash, state)
 
-    def _mapped(self, mapper: RowMapper, values: Sequence[Any], key: str, row_hash: str,
+    def _mapped(self, mapper: RowMapper, values: Sequence[Any], parts: list[str], row_hash: str,
                 state: tuple[Any, ...] | None) -> DiffedRow:
         mapped = mapper.map(values)
         if not isinstance(mapped, MappedRow):
             return DiffedRow([], None, rejected=[mapped[1]])  # e.g. an object type that is not an integer id
-        if mapped.key != key:
+        if self._parts_in_sql(values) != parts:
             raise SourceError(
-                f"Sync {self.definition.name!r}: the warehouse made key {key!r} of a row that Python reads as "
-                f"{mapped.key!r}; the in-warehouse diff cannot be used for this source. "
+                f"Sync {self.definition.name!r}: the warehouse made key {self.key.text(parts)!r} of a row that Python "
+                f"reads as {mapped.key!r}; the in-warehouse diff cannot be used for this source. "
                 "Please report this with the key columns' types."
             )
         mapped.row_hash = row_hash
         return DiffedRow([mapped], state)
+
+    def _parts_in_sql(self, values: Sequence[Any]) -> list[str]:
+        """The key parts the warehouse should have made of this row (`_src_keys`), computed in Python."""
+        pieces = [value if kind == "literal" else
+                  self.dialect.key_part(to_key_part(values[self.shape.columns.index(value)], value) or "")
+                  for kind, value in self.key.pieces]
+        return pieces if self.key.json else ["".join(pieces)]
 
     def load(self, engine: sa.Engine, work: WorkFile, report: SyncReport, *, full_resync: bool) -> None:
         """Puts the keys that need attention, with their state, into the work file; counts the rest."""
@@ -202,7 +212,7 @@ class Pushdown:
         d = self.definition
         if d.partition is None:
             return ""
-        bucket = partition_sql(self.dialect.bucket(self._src_keys(engine, alias)[0]), d.partitions)
+        bucket = partition_sql(self.dialect.bucket(self._src_keys(engine, alias, whole=True)[0]), d.partitions)
         return f" WHERE {bucket} = {int(d.partition)}"
 
     def _state_sql(self, engine: sa.Engine) -> str:

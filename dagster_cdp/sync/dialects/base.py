@@ -59,6 +59,10 @@ class Dialect:
         """SQL of a key part as text that compares, groups and joins byte for byte."""
         return f"CAST({expression} AS {self.text_type})"
 
+    def key_part(self, text: str) -> str:
+        """What `key_text` makes of a key part whose text is `text`, computed in Python (where it abridges)."""
+        return text
+
     def concat(self, parts: Sequence[str]) -> str:
         """SQL joining text parts into one string (NULL if any part is NULL)."""
         return " || ".join(parts)

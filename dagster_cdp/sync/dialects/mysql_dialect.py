@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -79,9 +80,7 @@ class MySQLDialect(Dialect):
         most 512 bytes (a longer string is a BLOB there) and all of them together fit its key (the three parts of
         a relationship's key); unindexed, the join is a quadratic loop (see `diff_session`). A longer key is its
         first 60 characters, `~` and the MD5 of the whole, so it still groups and joins apart from every other key
-        (but the text differs from Python's key, so a row with such a key stops the sync, naming it; see
-        `pushdown`). A
-        binary string a query makes (a table's binary columns are not exact key types) passes through when it is
+        (`key_part` makes the same in Python). A binary string a query makes (a table's binary columns are not exact key types) passes through when it is
         UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python then rejects the row for holding bytes
         that are not UTF-8."""
         text = f"CONVERT({expression} USING utf8mb4)"
@@ -104,6 +103,11 @@ class MySQLDialect(Dialect):
     def sync_name_type(self) -> sa.types.TypeEngine:
         """MySQL/MariaDB's default collations ignore case: `People` and `people` would share one state."""
         return mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin")
+
+    def key_part(self, text: str) -> str:
+        if len(text.encode()) <= _KEY_BYTES:
+            return text
+        return f"{text[:60]}~{hashlib.md5(text.encode()).hexdigest()}"
 
     def concat(self, parts: Sequence[str]) -> str:
         return f"CONCAT({', '.join(parts)})"  # `||` is OR unless the session has PIPES_AS_CONCAT
