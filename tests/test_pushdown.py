@@ -1,6 +1,6 @@
-"""The in-warehouse diff (DuckDB, PostgreSQL): same outcome as the generic path, only changes leave the warehouse.
+"""The in-warehouse diff (DuckDB, PostgreSQL, Snowflake): same outcome as the generic path, only changes leave the warehouse.
 
-The engine's own tests (tests/test_sync_*.py) already run through it on DuckDB and PostgreSQL, since their
+The engine's own tests (tests/test_sync_*.py) already run through it where it exists, since their
 state lives in the warehouse; these cover what is particular to it.
 """
 
@@ -13,14 +13,15 @@ import sqlalchemy as sa
 
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp.sync.dialects import dialect_of
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
 
 @pytest.fixture
 def pushdown_warehouse(warehouse: Warehouse) -> Warehouse:
-    if warehouse.kind not in ("duckdb", "postgresql"):
-        pytest.skip("the in-warehouse diff is for DuckDB and PostgreSQL; other warehouses use the generic path")
+    if not dialect_of(warehouse.engine).in_warehouse_diff:
+        pytest.skip(f"{warehouse.kind} has no in-warehouse diff; it uses the generic path")
     return warehouse
 
 
