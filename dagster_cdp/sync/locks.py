@@ -27,7 +27,7 @@ from dagster_cdp.sync.database import unreachable
 from dagster_cdp.sync.errors import SyncLockedError
 
 _POLL_SECONDS = 0.2
-LEASE_SECONDS = 60.0  # a lease not renewed for this long (its holder died) may be taken over
+LEASE_SECONDS = 60.0  # a lease not renewed for this long (its holder died) may be taken over; CDP_LEASE_SECONDS sets it
 _LOCAL: dict[tuple[int, str], threading.Lock] = {}
 _LOCAL_GUARD = threading.Lock()
 
@@ -53,7 +53,7 @@ def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
     return (f"Sync {sync!r} is already running: another run of it holds its lock in the state database {where}"
             f"{within}. Nothing was sent. Let that run finish and run again (it will send only what is still "
             f"needed), or set the sync's lock_timeout (seconds, default 600) to wait longer. A lock ends with the "
-            f"process holding it (a lease in a `locks` table expires {LEASE_SECONDS:g} s after).")
+            f"process holding it (a lease in a `locks` table expires {lease_seconds():g} s after).")
 
 
 def file_lock(engine: sa.Engine, name: str) -> Lock:
@@ -66,6 +66,13 @@ def file_lock(engine: sa.Engine, name: str) -> Lock:
 
 def _in_memory(database: str | None) -> bool:
     return not database or database == ":memory:" or "mode=memory" in database
+
+
+def lease_seconds() -> float:
+    """How long a lease outlives its holder's last renewal: CDP_LEASE_SECONDS, else LEASE_SECONDS. Shorter lets
+    the next run take over sooner from a run that died; the holder renews every third of it."""
+    value = os.environ.get("CDP_LEASE_SECONDS")
+    return float(value) if value else LEASE_SECONDS
 
 
 def _digest(text: str, size: int) -> bytes:
@@ -189,8 +196,8 @@ class Lease(Lock):
     """Any other database: a row in `{prefix}locks`, renewed while held, taken over only once it expired."""
 
     def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float = LEASE_SECONDS) -> None:
-        self._engine, self._table, self._sync, self._seconds = engine, locks, sync, seconds
+                 seconds: float | None = None) -> None:
+        self._engine, self._table, self._sync, self._seconds = engine, locks, sync, seconds or lease_seconds()
         self._key = _digest(name, 16).hex()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
         self._stop = threading.Event()
@@ -267,7 +274,7 @@ class ClaimLease(Lease):
     """
 
     def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float = LEASE_SECONDS) -> None:
+                 seconds: float | None = None) -> None:
         super().__init__(engine, claim_table(locks), name, sync, seconds)
 
     def _take(self) -> bool:
