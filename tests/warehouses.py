@@ -84,7 +84,7 @@ class Warehouse:
 
 def execute(url: str, *statements: str) -> None:
     """Runs SQL statements in one transaction on the database at `url` (setting up or editing a source)."""
-    engine = sa.create_engine(url)
+    engine = as_engine(url)
     try:
         with engine.begin() as connection:
             for statement in statements:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from dagster_cdp.sync.dialects.base import Dialect
 from dagster_cdp.sync.locks import ClaimLease, Lock
-from dagster_cdp.sync.reading import TEXT_READERS, Fixer, SourceShape, json_value
+from dagster_cdp.sync.reading import TEXT_READERS, Fixer, SourceShape, execute, json_value
 
 # The connector's type codes (snowflake.connector.constants.FIELD_ID_TO_NAME).
 _NAMES = {0: "FIXED", 1: "REAL", 2: "TEXT", 3: "DATE", 4: "TIMESTAMP", 5: "VARIANT", 6: "TIMESTAMP_LTZ",
@@ -72,7 +72,7 @@ class SnowflakeDialect(Dialect):
         """Renames columns stored in upper case (unquoted when created) to the lower-case names SQLAlchemy and the
         mapping use, unless that name is taken by another column; costs one `LIMIT 0` query."""
         with engine.connect() as connection:
-            result = connection.exec_driver_sql(f"SELECT * FROM (\n{sql}\n) AS cdp_src LIMIT 0")
+            result = execute(connection, f"SELECT * FROM (\n{sql}\n) AS cdp_src LIMIT 0")
             stored = [d[0] for d in result.cursor.description or []]
             result.close()
         preparer = engine.dialect.identifier_preparer
