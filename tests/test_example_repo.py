@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.sync.database import as_engine
-from tests.warehouses import SNOWFLAKE, SNOWFLAKE_DATABASE
+from tests.warehouses import snowflake_schema
 
 REPO = Path(__file__).resolve().parents[1]
 DBT_PROJECT = REPO / "example_repo" / "dbt_project"
@@ -209,21 +209,11 @@ def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
 def snowflake_warehouse(built_warehouse: Path) -> Iterator[str]:
     """A fresh schema on the fakesnow server holding the example's tables, created with unquoted (so upper-case)
     names by SQLAlchemy; the URL names the database and schema in its path."""
-    name = f"cdp_example_{uuid.uuid4().hex[:10]}"
-    admin = as_engine(SNOWFLAKE)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {SNOWFLAKE_DATABASE}")
-        connection.exec_driver_sql(f"CREATE SCHEMA {SNOWFLAKE_DATABASE}.{name}")
-    url = sa.make_url(SNOWFLAKE).set(database=f"{SNOWFLAKE_DATABASE}/{name}").render_as_string(False)
-    engine = as_engine(url)
-    _copy_example_tables(built_warehouse, engine)
-    engine.dispose()
-    try:
+    with snowflake_schema(f"cdp_example_{uuid.uuid4().hex[:10]}") as url:
+        engine = as_engine(url)
+        _copy_example_tables(built_warehouse, engine)
+        engine.dispose()
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {SNOWFLAKE_DATABASE}.{name} CASCADE")
-        admin.dispose()
 
 
 def test_cli_materialize_with_a_postgres_warehouse(

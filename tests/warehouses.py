@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,23 @@ def sqlite_warehouse(tmp_path: Path, *statements: str) -> str:
     return url
 
 
+@contextmanager
+def snowflake_schema(name: str) -> Iterator[str]:
+    """The URL of a fresh schema `name` (unquoted: upper case) on the fakesnow server, dropped after. A schema in
+    one database: fakesnow runs CREATE DATABASE but not DROP DATABASE (DuckDB's parser rejects it), so a
+    database each would pile up in the server's memory."""
+    admin = as_engine(SNOWFLAKE)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {SNOWFLAKE_DATABASE}")
+        connection.exec_driver_sql(f"CREATE SCHEMA {SNOWFLAKE_DATABASE}.{name}")
+    try:
+        yield sa.make_url(SNOWFLAKE).set(database=f"{SNOWFLAKE_DATABASE}/{name}").render_as_string(False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {SNOWFLAKE_DATABASE}.{name} CASCADE")
+        admin.dispose()
+
+
 @pytest.fixture(params=KINDS)
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
     kind = request.param
@@ -125,21 +143,12 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
                 connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
             admin.dispose()
     elif kind == "snowflake":
-        # a fresh schema in one database: fakesnow runs CREATE DATABASE but not DROP DATABASE (DuckDB's parser
-        # rejects it), so a database per test would pile up in the server's memory
-        admin = as_engine(SNOWFLAKE)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {SNOWFLAKE_DATABASE}")
-            connection.exec_driver_sql(f"CREATE SCHEMA {SNOWFLAKE_DATABASE}.{name}")  # unquoted: upper case
-        place = Warehouse(kind, sa.make_url(SNOWFLAKE).set(database=f"{SNOWFLAKE_DATABASE}/{name}")
-                          .render_as_string(False), name)
-        try:
-            yield place
-        finally:
-            place.release()
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f"DROP SCHEMA {SNOWFLAKE_DATABASE}.{name} CASCADE")
-            admin.dispose()
+        with snowflake_schema(name) as url:
+            place = Warehouse(kind, url, name)
+            try:
+                yield place
+            finally:
+                place.release()
     else:
         admin = sa.create_engine(MARIADB)
         with admin.begin() as connection:
