@@ -88,6 +88,8 @@ def test_a_query_with_percent_signs_a_trailing_comment_and_a_listed_trait(pushdo
 def test_a_key_whose_text_could_differ_falls_back_to_the_generic_path(pushdown_warehouse: Warehouse,
                                                                       emulator: Emulator, client) -> None:
     warehouse = pushdown_warehouse
+    if warehouse.kind == "snowflake":
+        pytest.skip("NUMBER(10, 0) is Snowflake's integer type, whose text is exact: nothing to fall back from")
     rows = people_rows(range(1, 11))
     warehouse.create("people", {**PEOPLE_COLUMNS, "id": sa.Numeric(10, 0)}, rows)  # 1 in Python, maybe 1.0 in SQL
     report = run_sync(PEOPLE, warehouse=warehouse.engine, client=client)
