@@ -1,7 +1,10 @@
-"""Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a people table, warehouse to emulator.
+"""Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a table, warehouse to emulator.
 
     python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
-                               [--mariadb 100000] [--sqlite 100000]
+                               [--mariadb 100000] [--sqlite 100000] [--relationships 1000000]
+
+People tables of each size on each database, and relationships tables (a person in an account, keyed by
+the pair) of the `--relationships` sizes on DuckDB and PostgreSQL.
 
 For each database and size: `bench/sync_once.py prepare` generates table `people` (user_id + 5 traits)
 inside the database with SQL, then three syncs run, each as its own process timed whole with its own
@@ -31,7 +34,8 @@ POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_p
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
 STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v"}
 RUNS = ("first", "no-op", "1% changed")
-MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5}
+MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5,
+         "duckdb relationships / people no-op at 1M": 2.0, "postgresql relationships / people no-op at 1M": 2.0}
 
 
 def step(args: list[str]) -> None:
@@ -40,10 +44,10 @@ def step(args: list[str]) -> None:
         raise SystemExit(f"sync_once.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
 
-def measure(emulator: EmulatorProcess, url: str, run: str, rows: int) -> dict[str, Any]:
+def measure(emulator: EmulatorProcess, url: str, run: str, rows: int, kind: str) -> dict[str, Any]:
     emulator.reset()
     done = run_timed([sys.executable, str(BENCH_DIR / "sync_once.py"), "sync", "--warehouse", url,
-                      "--base-url", emulator.url, "--api-key", API_KEY])
+                      "--base-url", emulator.url, "--api-key", API_KEY, "--kind", kind])
     if done.returncode != 0:
         raise SystemExit(f"the {run} sync failed:\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -53,26 +57,28 @@ def measure(emulator: EmulatorProcess, url: str, run: str, rows: int) -> dict[st
     if sent != expected or calls != expected:
         raise SystemExit(f"the {run} sync of {rows:,} rows sent {sent:,} calls (emulator counted {calls:,}), "
                          f"expected {expected:,}")
-    return {"run": run, "rows": rows, "seconds": round(done.seconds, 2),
+    return {"run": run, "rows": rows, "kind": kind, "diff": report["diff"], "seconds": round(done.seconds, 2),
             "peak_rss_mib": round(done.peak_rss_bytes / 2**20, 1), "calls": calls,
             "requests": report["requests"], "rows_per_second": round(rows / done.seconds)}
 
 
-def bench(emulator: EmulatorProcess, database: str, url: str, rows: int) -> list[dict[str, Any]]:
-    step(["prepare", "--warehouse", url, "--rows", str(rows)])
-    results = [measure(emulator, url, "first", rows), measure(emulator, url, "no-op", rows)]
-    step(["change", "--warehouse", url, "--round", "1"])
-    results.append(measure(emulator, url, "1% changed", rows))
+def bench(emulator: EmulatorProcess, database: str, url: str, rows: int, kind: str = "people") -> list[dict[str, Any]]:
+    step(["prepare", "--warehouse", url, "--rows", str(rows), "--kind", kind])
+    results = [measure(emulator, url, "first", rows, kind), measure(emulator, url, "no-op", rows, kind)]
+    step(["change", "--warehouse", url, "--round", "1", "--kind", kind])
+    results.append(measure(emulator, url, "1% changed", rows, kind))
     for result in results:
         result["database"] = database
-        print(f"{database:<10} {rows:>11,} {result['run']:<11} {result['seconds']:>9.2f} {result['peak_rss_mib']:>8.1f} "
-              f"{result['calls']:>11,} {result['rows_per_second']:>12,}", flush=True)
+        print(f"{database:<10} {kind:<13} {rows:>11,} {result['run']:<11} {result['seconds']:>9.2f} "
+              f"{result['peak_rss_mib']:>8.1f} {result['calls']:>11,} {result['rows_per_second']:>12,} "
+              f"{result['diff']}", flush=True)
     return results
 
 
 def marks(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's marks, on the largest DuckDB table measured."""
-    duckdb = {(r["rows"], r["run"]): r for r in results if r["database"] == "duckdb"}
+    """The issues' marks: on the largest DuckDB people table measured, and relationships' no-op at 1M rows within
+    2x of people's on each database where both were measured."""
+    duckdb = {(r["rows"], r["run"]): r for r in results if r["database"] == "duckdb" and r["kind"] == "people"}
     if not duckdb:
         return {}
     largest = max(rows for rows, _ in duckdb)
@@ -83,6 +89,11 @@ def marks(results: list[dict[str, Any]]) -> dict[str, Any]:
     if (1_000_000, "no-op") in duckdb and largest > 1_000_000:
         at_1m = max(r["peak_rss_mib"] for (rows, _), r in duckdb.items() if rows == 1_000_000)
         found["RSS 10M / 1M"] = round(peak / at_1m, 2)
+    noops = {(r["database"], r["kind"]): r["seconds"] for r in results if r["run"] == "no-op" and r["rows"] == 1_000_000}
+    for database in ("duckdb", "postgresql"):
+        if (database, "relationships") in noops and (database, "people") in noops:
+            found[f"{database} relationships / people no-op at 1M"] = round(
+                noops[(database, "relationships")] / noops[(database, "people")], 2)
     found["met"] = {name: found[name] <= limit for name, limit in MARKS.items() if name in found}
     return found
 
@@ -96,7 +107,8 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     figure, (seconds_axis, rss_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
     for database, style in STYLES.items():
         for run in RUNS:
-            points = sorted((r["rows"], r) for r in results if r["database"] == database and r["run"] == run)
+            points = sorted((r["rows"], r) for r in results if r["database"] == database and r["run"] == run
+                            and r["kind"] == "people")
             if points:
                 sizes = [p[0] for p in points]
                 seconds_axis.plot(sizes, [p[1]["seconds"] for p in points], style, label=f"{database} {run}")
@@ -122,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
     parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
     parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (generic diff)")
+    parser.add_argument("--relationships", type=int, nargs="*", default=[1_000_000],
+                        help="sizes of relationships tables, on DuckDB and PostgreSQL")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    print(f"{'database':<10} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} {'rows/s':>12}")
-    print("-" * 78)
+    print(f"{'database':<10} {'kind':<13} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} "
+          f"{'rows/s':>12} diff")
+    print("-" * 105)
     results: list[dict[str, Any]] = []
     with EmulatorProcess(API_KEY) as emulator:
         for rows in args.duckdb:
@@ -138,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             path.unlink(missing_ok=True)
         for rows in args.postgres:
             results += bench(emulator, "postgresql", POSTGRES, rows)
+        for rows in args.relationships:
+            path = args.workdir / f"memberships-{rows}.duckdb"
+            path.unlink(missing_ok=True)
+            results += bench(emulator, "duckdb", f"duckdb:///{path}", rows, "relationships")
+            path.unlink(missing_ok=True)
+            results += bench(emulator, "postgresql", POSTGRES, rows, "relationships")
         for rows in args.mariadb:
             results += bench(emulator, "mariadb", MARIADB, rows)
         for rows in args.sqlite:

@@ -63,6 +63,7 @@ def test_materialize_reports_what_was_sent_and_a_rerun_sends_nothing(emulator: E
     assert metadata["requests"] == emulator.stats()["requests"] >= 1
     assert metadata["bytes"] > 0 and metadata["duration_seconds"] >= 0
     assert "rejections" not in metadata
+    assert (metadata["diff"], metadata["diff_reason"]) == ("portable", "the in-warehouse diff is not available on sqlite")
     assert emulator.snapshot()["people"]["7"]["traits"] == {"email": "p7@example.com", "plan": "free"}
     [check] = first.get_asset_check_evaluations()
     assert check.passed

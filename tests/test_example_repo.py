@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -228,13 +230,17 @@ def test_cli_materialize_with_a_postgres_warehouse(
     engine.dispose()
 
 
-def _assert_emulator_holds_the_other_kinds(emulator: Emulator, warehouse: Path) -> None:
+def _assert_emulator_holds_the_other_kinds(emulator: Emulator, warehouse: Path,
+                                           kinds: tuple[str, ...] = ("devices", "suppressions", "events", "aliases")
+                                           ) -> None:
     snapshot = emulator.snapshot()
-    devices: dict[str, dict] = {}
-    for user_id, token, platform, app_version in _rows(warehouse, "select * from devices"):
-        devices.setdefault(str(user_id), {})[token] = {"type": platform, "properties": {"app_version": app_version}}
-    assert snapshot["devices"] == devices
-    assert snapshot["suppressions"] == sorted(str(u) for (u,) in _rows(warehouse, "select user_id from suppressions"))
+    if "devices" in kinds:
+        devices: dict[str, dict] = {}
+        for user_id, token, platform, app_version in _rows(warehouse, "select * from devices"):
+            devices.setdefault(str(user_id), {})[token] = {"type": platform, "properties": {"app_version": app_version}}
+        assert snapshot["devices"] == devices
+    if "suppressions" in kinds:
+        assert snapshot["suppressions"] == sorted(str(u) for (u,) in _rows(warehouse, "select user_id from suppressions"))
     tracks = [e for e in snapshot["events"] if e["type"] == "track"]
     assert len({e["messageId"] for e in tracks}) == len(tracks)
     assert sorted((e["userId"], e["event"], e["timestamp"], e["properties"]["product"], e["properties"]["amount"])
@@ -263,9 +269,35 @@ def test_cli_materialize_the_other_kinds_with_a_postgres_warehouse(
     assert run.returncode == 0, run.stderr[-3000:]
     _assert_emulator_holds_the_other_kinds(emulator, built_warehouse)
     engine = sa.create_engine(postgres_warehouse)
-    with engine.connect() as connection:  # the events' high-water mark is the newest event acknowledged
-        assert connection.exec_driver_sql("select cursor_column from cdp_cursors").scalars().all() == ["occurred_at"]
+    with engine.begin() as connection:  # a late event, a year older than any sent: the next run sends it
+        connection.exec_driver_sql("insert into events values (9001, 1, 'Viewed', '2023-01-01 00:00:00', 'x', 1)")
     engine.dispose()
+    assert _materialize(emulator, postgres_warehouse, built_warehouse, select="cdp_events").returncode == 0
+    late = [e for e in emulator.snapshot()["events"] if e.get("timestamp") == "2023-01-01T00:00:00Z"]
+    assert [(e["userId"], e["event"], e["properties"]) for e in late] == [("1", "Viewed", {"product": "x", "amount": 1})]
+
+
+def test_cli_late_tied_and_newer_events_each_arrive_once_through_faults(emulator: Emulator, duckdb_copy: Path) -> None:
+    url = f"duckdb:///{duckdb_copy}"
+    assert _materialize(emulator, url, duckdb_copy, select="cdp_events,cdp_aliases").returncode == 0
+    rng = random.Random(5)
+    next_id = 10_000
+    for round_ in range(3):
+        with duckdb.connect(str(duckdb_copy)) as con:
+            newest = con.execute("select max(occurred_at) from events").fetchone()[0]
+            for _ in range(rng.randint(200, 400)):  # newer, tied with the newest, late by up to a day, up to a year
+                minutes = rng.choice([rng.randint(1, 600), 0, -rng.randint(1, 1440), -rng.randint(1441, 525_600)])
+                occurred = newest + dt.timedelta(minutes=minutes)
+                con.execute("insert into events values (?, ?, 'Viewed', ?, 'p', ?)",
+                            [next_id, next_id % 50, occurred, next_id % 7])
+                next_id += 1
+            con.execute("insert into aliases values (?, ?)", [f"anon-{round_}", round_ + 1])
+        emulator.set_faults(FaultConfig(error_rate=0.3, error_statuses=(503,), apply_then_error_rate=0.3, seed=round_))
+        _materialize(emulator, url, duckdb_copy, select="cdp_events,cdp_aliases")  # retried; may still fail
+        emulator.set_faults(FaultConfig())
+        run = _materialize(emulator, url, duckdb_copy, select="cdp_events,cdp_aliases")
+        assert run.returncode == 0, run.stderr[-3000:]
+        _assert_emulator_holds_the_other_kinds(emulator, duckdb_copy, kinds=("events", "aliases"))
 
 
 def test_cli_run_that_cannot_deliver_exits_nonzero_and_the_next_run_sends_it(emulator: Emulator, duckdb_copy: Path) -> None:

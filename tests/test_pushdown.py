@@ -37,6 +37,7 @@ def test_same_outcome_as_the_generic_path(pushdown_warehouse: Warehouse, emulato
         a = run_sync(PEOPLE, warehouse=warehouse.engine, client=client)
         b = run_sync(generic, warehouse=warehouse.engine, client=client, state=elsewhere)
         assert (a.diff, b.diff) == ("in-warehouse", "portable")
+        assert (a.diff_reason, b.diff_reason) == (None, "the state is kept in another database than the source")
         return tuple(map(len, (a.rejected,))) + (a.inserted, a.updated, a.deleted, a.unchanged, a.source_rows), \
             tuple(map(len, (b.rejected,))) + (b.inserted, b.updated, b.deleted, b.unchanged, b.source_rows)
 
@@ -94,5 +95,7 @@ def test_a_key_whose_text_could_differ_falls_back_to_the_generic_path(pushdown_w
     warehouse.create("people", {**PEOPLE_COLUMNS, "id": sa.Numeric(10, 0)}, rows)  # 1 in Python, maybe 1.0 in SQL
     report = run_sync(PEOPLE, warehouse=warehouse.engine, client=client)
     assert (report.inserted, report.diff) == (10, "portable")
+    assert report.diff_reason == ("key column 'id' is not an integer or text column, so its text in SQL may differ "
+                                  "from the key Python sends")
     assert emulator.snapshot()["people"] == expected_people(rows)
     assert run_sync(PEOPLE, warehouse=warehouse.engine, client=client).unchanged == 10

@@ -203,10 +203,12 @@ class SendOnceSyncModel(SyncModel):
     """Kinds whose rows are each sent once ever, optionally read incrementally by a cursor column."""
 
     cursor: str | None = Field(
-        None, description="Cursor column (e.g. occurred_at): read only rows at or after the last acknowledged one "
-                          "minus `lookback`. Rows arriving later than that are missed; without it every run reads all."
+        None, description="Cursor column (e.g. loaded_at, occurred_at): the portable diff reads only rows at or "
+                          "after the sync's mark, once the rows below it are verified to be those already settled, "
+                          "else every row; late rows are never missed. The in-warehouse diff does not need it."
     )
-    lookback: float = Field(0, description="Seconds (units, for an integer cursor) re-read below the cursor's mark.")
+    lookback: float = Field(0, description="Seconds (units, for an integer cursor) also re-read below the cursor's "
+                                           "mark; not needed, since the rows below the mark are verified.")
 
     @model_validator(mode="after")
     def _valid_send_once(self) -> SendOnceSyncModel:

@@ -140,7 +140,8 @@ class WorkFile:
     def plan(self, *, mirror: bool, full_resync: bool, max_row_attempts: int, send_once: bool = False) -> None:
         """Classifies every source row and every stored key into one operation (table `plan`).
 
-        With `send_once`, an accepted key is never sent again: a changed row is 'unchanged', a gone one 'kept'.
+        With `send_once`, an accepted key is never sent again: a changed row (even one gone bad) is 'unchanged', a
+        gone one 'kept'.
         """
         resend = "'resync'" if full_resync and not send_once else "'unchanged'"
         changed = "'unchanged'" if send_once else "'update'"
@@ -156,7 +157,8 @@ class WorkFile:
                        st.failed_hash = s.payload_hash AND st.attempts >= {int(max_row_attempts)} AS exhausted,
                        st.version, st.payload_hash AS accepted_hash, st.delete_call AS accepted_delete_call,
                        st.attempts, st.failed_hash, st.last_error, s.row_hash, st.row_hash AS accepted_row_hash,
-                       CASE WHEN s.problem IS NOT NULL THEN 'problem'
+                       CASE WHEN {"st.payload_hash IS NOT NULL" if send_once else "FALSE"} THEN 'unchanged'
+                            WHEN s.problem IS NOT NULL THEN 'problem'
                             WHEN st.payload_hash IS NULL THEN 'insert'
                             WHEN st.payload_hash <> s.payload_hash THEN {changed}
                             ELSE {resend} END AS operation

@@ -7,7 +7,6 @@ killed at any instant resends at most its in-flight requests, with the same dete
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import logging
 import time
 import uuid
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
-from dagster_cdp.sync.cursor import CursorMark, next_mark
+from dagster_cdp.sync.cursor import next_mark
 from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
@@ -118,12 +117,13 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
 
     with WorkFile() as work:
         log.debug("sync %r: reading the source", definition.name)
-        cursor = None if pushdown or not definition.cursor_column else _cursor_read(definition, engine, store, full_resync, log)
+        cursor = None
+        if definition.cursor_column and pushdown is None:
+            cursor = _cursor_read(definition, engine, store, full_resync, log)
         if pushdown is not None:
             log.debug("sync %r: diffing in the warehouse", definition.name)
             pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
-        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, shape, values,
-                                                   cursor and cursor.read)
+        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, shape, values, cursor)
         if cursor and cursor.mark is not None and cursor_kind not in (None, cursor.mark.kind):
             raise SourceError(f"Sync {definition.name!r}: cursor column {cursor.mark.column!r} held {cursor.mark.kind} "
                               f"values and now holds {cursor_kind} values; run once with full_resync=True to read it "
@@ -177,31 +177,23 @@ def _settle(definition: SyncDefinition, store: StateStore, log: logging.Logger, 
         log.debug("sync %r: folded %d acknowledgements into the state table", definition.name, settled)
 
 
-@dataclass(frozen=True)
-class _Cursor:
-    """A run's incremental read: the verified mark it reads from (None: it reads the whole source)."""
-
-    mark: CursorMark | None
-    read: CursorRead
-
-
 def _cursor_read(definition: SyncDefinition, engine: sa.Engine, store: StateStore, full_resync: bool,
-                 log: logging.Logger) -> _Cursor:
+                 log: logging.Logger) -> CursorRead:
     """Reads from the stored mark only if the rows below it are still exactly those the sync settled (`cursor`)."""
     quote = engine.dialect.identifier_preparer.quote_identifier
     check = dialect_of(engine).row_check([f"cdp_source.{quote(c)}" for c in key_of(definition).columns()])
     mark = None if full_resync else store.cursor_mark(definition.name)
     if mark is None or mark.column != definition.cursor_column:
-        return _Cursor(None, CursorRead(None, check))
+        return CursorRead(check)
     below = tally_below(engine, definition, sa.bindparam("cdp_mark", mark.as_value(mark.value), type_=mark.bind_type()),
                         check)
     if below != mark.below:
         log.info("sync %r: the source rows below the cursor mark are not those already settled (%s rows now, %s "
                  "then: rows arrived late, were replaced or removed); reading the whole source", definition.name,
                  f"{below.rows:,}", "unknown" if mark.below is None else f"{mark.below.rows:,}")
-        return _Cursor(None, CursorRead(None, check))
-    since = sa.bindparam("cdp_since", mark.lower_bound(definition.lookback), type_=mark.bind_type())
-    return _Cursor(mark, CursorRead(since, check))
+        return CursorRead(check)
+    return CursorRead(check, mark, sa.bindparam("cdp_since", mark.lower_bound(definition.lookback),
+                                                type_=mark.bind_type()))
 
 
 def _describe(definition: SyncDefinition, engine: sa.Engine) -> SourceShape:

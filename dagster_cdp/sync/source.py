@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dagster_cdp.sync.cursor import Tally
+from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
@@ -18,7 +18,6 @@ from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.reading import SourceShape, execute
 
 CHUNK_ROWS = 10_000
-_JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
 # Strings, quoted names, comments, and runs of anything else: enough to find where a query's last statement ends.
 _SQL_TOKEN = re.compile(
     r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL)
@@ -63,7 +62,7 @@ def describe_source(connection: sa.Connection, definition: SyncDefinition) -> So
             declared = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
         except sa.exc.DBAPIError:
             connection.rollback()  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
-        declared.update({c: sa.JSON() for c in _json_checked_columns(connection, name, schema or None)})
+        declared.update(dialect_of(connection).declared_types(connection, name, schema or None))
     try:
         return source_shape(connection, source_sql(definition, connection.engine), declared)
     except sa.exc.DBAPIError as e:
@@ -76,18 +75,6 @@ def source_shape(connection: sa.Connection, sql: str, declared: dict[str, sa.typ
     description = result.cursor.description or []
     result.close()
     return dialect_of(connection).shape([d[0] for d in description], description, declared)
-
-
-def _json_checked_columns(connection: sa.Connection, name: str, schema: str | None) -> set[str]:
-    """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as JSON."""
-    if not getattr(connection.dialect, "is_mariadb", False):
-        return set()
-    checks = connection.execute(
-        sa.text("SELECT check_clause FROM information_schema.check_constraints "
-                "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"),
-        {"schema": schema, "name": name},
-    ).scalars()
-    return {m.group(1) for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
 
 
 def _read_failed(definition: SyncDefinition, connection: sa.Connection, error: sa.exc.DBAPIError) -> SourceError:
@@ -109,19 +96,21 @@ def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
             continue  # not a schema either: the driver's message stands alone
         for table in tables:
             if table != name and table.casefold() == name.casefold():
-                folds = (" (PostgreSQL folds unquoted names to lower case: quote a name to keep its case)"
-                         if inspector.dialect.name == "postgresql" else "")
-                return f" Table names are case-sensitive here{folds}, and the table is named {table!r}."
+                folds = dialect_of(inspector.bind).case_folding
+                return f" Table names are case-sensitive here{f' ({folds})' if folds else ''}, and the table is named " \
+                       f"{table!r}."
     return ""
 
 
 @dataclass(frozen=True)
 class CursorRead:
-    """How a sync with a cursor column reads: from `since` (None: the whole source), each row followed by the
-    warehouse's check of its key columns (`check`, SQL over the source's columns; None: no check here)."""
+    """How a sync with a cursor column reads: each row followed by the warehouse's check of its key columns
+    (`check`, SQL over the source's columns; None: no check here), and, from a verified `mark`, only the rows
+    from `since` on (see `cursor`); without a mark, the whole source."""
 
-    since: sa.BindParameter | None
     check: str | None
+    mark: CursorMark | None = None
+    since: sa.BindParameter | None = None
 
 
 @contextmanager

@@ -22,11 +22,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import as_engine
-from dagster_cdp.sync.dialects import dialect_of
+from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.locks import hold, lease_table
 
 _IN_CHUNK = 500
@@ -37,11 +36,6 @@ STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "at
 def state_field_types(text_type: str) -> dict[str, str]:
     """STATE_FIELDS with their SQL types, text spelled as the database at hand spells it."""
     return {field: "INTEGER" if field in ("version", "attempts") else text_type for field in STATE_FIELDS}
-
-_MYSQL = ("mysql", "mariadb")
-# Sync names compare byte for byte: MySQL/MariaDB's default collations ignore case, so `People` and `people`
-# would share one state and each would delete the other's keys.
-_SYNC_NAME = sa.String(200).with_variant(mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), *_MYSQL)
 
 
 @dataclass
@@ -68,17 +62,17 @@ class StateStore:
         metadata = sa.MetaData(schema=schema)
         self.syncs = sa.Table(
             f"{table_prefix}syncs", metadata,
-            sa.Column("sync", _SYNC_NAME, primary_key=True),
+            sa.Column("sync", self.dialect.sync_name_type(), primary_key=True),
             sa.Column("fingerprint", sa.String(32), nullable=False),
             sa.Column("definition", sa.Text, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
-        self.state = sa.Table(f"{table_prefix}state", metadata, *_state_columns(primary_key=self.dialect.keyed_state))
-        self.acks = sa.Table(f"{table_prefix}acks", metadata, *_state_columns(primary_key=False),
+        self.state = sa.Table(f"{table_prefix}state", metadata, *_state_columns(self.dialect))
+        self.acks = sa.Table(f"{table_prefix}acks", metadata, *_state_columns(self.dialect, primary_key=False),
                              sa.Column("seq", sa.BigInteger, nullable=False))
         self.cursors = sa.Table(
             f"{table_prefix}cursors", metadata,
-            sa.Column("sync", _SYNC_NAME, primary_key=True),
+            sa.Column("sync", self.dialect.sync_name_type(), primary_key=True),
             sa.Column("cursor_column", sa.Text, nullable=False),
             sa.Column("kind", sa.String(20), nullable=False),
             sa.Column("mark", sa.BigInteger, nullable=False),
@@ -247,10 +241,12 @@ class StateStore:
                                                                self.state.c.key_hash.in_(part)))
 
 
-def _state_columns(*, primary_key: bool) -> list[sa.Column]:
+def _state_columns(dialect: Dialect, *, primary_key: bool | None = None) -> list[sa.Column]:
+    """The columns of a state table, keyed by (sync, key_hash) where the dialect keeps it so (`primary_key` None)."""
+    keyed = dialect.keyed_state if primary_key is None else primary_key
     return [
-        sa.Column("sync", _SYNC_NAME, primary_key=primary_key, nullable=False),
-        sa.Column("key_hash", sa.String(32), primary_key=primary_key, nullable=False),
+        sa.Column("sync", dialect.sync_name_type(), primary_key=keyed, nullable=False),
+        sa.Column("key_hash", sa.String(32), primary_key=keyed, nullable=False),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("payload_hash", sa.String(32), nullable=True),
         sa.Column("delete_call", sa.Text, nullable=True),

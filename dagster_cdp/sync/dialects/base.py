@@ -26,6 +26,9 @@ class Dialect:
     in_warehouse_diff: ClassVar[bool] = False  # whether `row_hash`, `json_part` and `bucket` exist here
     keyed_state: ClassVar[bool] = True  # whether the state table has a primary key (see `state`)
     full_outer_join: ClassVar[bool] = True
+    multi_table_delete: ClassVar[bool] = False  # DELETE ... USING / DELETE t FROM t JOIN ...
+
+    case_folding: ClassVar[str] = ""  # how unquoted names change case, for the hint on a missing table
 
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         """Reads in UTC on this connection for the block (and whatever else makes values come back exactly)."""
@@ -40,6 +43,11 @@ class Dialect:
               declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
         """How to read each column so that no value can fail the fetch (`reading`)."""
         return declared_shape(columns, [d[1] for d in description], declared)
+
+    def declared_types(self, connection: sa.Connection, table: str, schema: str | None
+                       ) -> dict[str, sa.types.TypeEngine]:
+        """Column types a table declares that SQLAlchemy's reflection misses (`shape` gets them as `declared`)."""
+        return {}
 
     # The in-warehouse diff (`pushdown`); only where `in_warehouse_diff`.
 
@@ -86,10 +94,16 @@ class Dialect:
 
     def delete_acknowledged(self, state: sa.Table, acks: sa.Table, sync: str) -> sa.Delete:
         """Deletes the state rows of a sync's acknowledged keys (before `settle` inserts their new state): as a
-        join, which MariaDB drives from the few acknowledgements (its `IN (SELECT ...)` scanned the
-        acknowledgements once per state row)."""
-        return sa.delete(state).where(state.c.sync == sync, acks.c.sync == sync,
-                                      state.c.key_hash == acks.c.key_hash)
+        join where the database has a multi-table DELETE (MariaDB drives it from the few acknowledgements; its
+        `IN (SELECT ...)` scanned them once per state row), else with `IN`, which every database has."""
+        a, s = acks.c, state.c
+        if self.multi_table_delete:
+            return sa.delete(state).where(s.sync == sync, a.sync == sync, s.key_hash == a.key_hash)
+        return sa.delete(state).where(s.sync == sync, s.key_hash.in_(sa.select(a.key_hash).where(a.sync == sync)))
+
+    def sync_name_type(self) -> sa.types.TypeEngine:
+        """The type of the state tables' `sync` columns: names compare byte for byte."""
+        return sa.String(200)
 
     def upgrade(self, engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
         """Brings state tables an earlier version created on this warehouse up to date, keeping their rows."""

@@ -32,6 +32,7 @@ class DuckDBDialect(Dialect):
     names: ClassVar[tuple[str, ...]] = ("duckdb",)
     in_warehouse_diff: ClassVar[bool] = True
     keyed_state: ClassVar[bool] = False
+    multi_table_delete: ClassVar[bool] = True
 
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         return session_setting(connection, "SELECT current_setting('TimeZone')", "SET SESSION TimeZone = '{}'", "UTC")

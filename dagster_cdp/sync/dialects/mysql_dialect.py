@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from dagster_cdp.sync.dialects.base import Dialect
 from dagster_cdp.sync.locks import Lock, NamedLock
@@ -14,12 +16,14 @@ from dagster_cdp.sync.reading import Fixer, SourceShape, boolean, json_value, mo
 
 _MOMENTS = {7, 10, 12}  # TIMESTAMP, DATE, DATETIME: pymysql hands back a zero date as text
 _JSON = 245
+_JSON_CHECK = re.compile(r"json_valid\(`?([^`()]+)`?\)", re.IGNORECASE)
 
 
 class MySQLDialect(Dialect):
     names: ClassVar[tuple[str, ...]] = ("mysql", "mariadb")
     text_type: ClassVar[str] = "CHAR"
     full_outer_join: ClassVar[bool] = False
+    multi_table_delete: ClassVar[bool] = True
 
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         return session_setting(connection, "SELECT @@session.time_zone", "SET time_zone = '{}'", "+00:00")
@@ -35,6 +39,22 @@ class MySQLDialect(Dialect):
             elif d[1] == 1 and d[3] == 1:
                 fixers[index] = boolean  # TINYINT(1), MySQL's BOOLEAN
         return SourceShape(columns, [d[1] for d in description], {}, fixers)
+
+    def declared_types(self, connection: sa.Connection, table: str, schema: str | None
+                       ) -> dict[str, sa.types.TypeEngine]:
+        """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as JSON."""
+        if not getattr(connection.dialect, "is_mariadb", False):
+            return {}
+        checks = connection.execute(
+            sa.text("SELECT check_clause FROM information_schema.check_constraints "
+                    "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"),
+            {"schema": schema, "name": table},
+        ).scalars()
+        return {m.group(1): sa.JSON() for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
+
+    def sync_name_type(self) -> sa.types.TypeEngine:
+        """MySQL/MariaDB's default collations ignore case: `People` and `people` would share one state."""
+        return mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin")
 
     def concat(self, parts: Sequence[str]) -> str:
         return f"CONCAT({', '.join(parts)})"  # `||` is OR unless the session has PIPES_AS_CONCAT

@@ -25,6 +25,8 @@ class PostgreSQLDialect(Dialect):
     names: ClassVar[tuple[str, ...]] = ("postgresql",)
     text_type: ClassVar[str] = "TEXT"
     in_warehouse_diff: ClassVar[bool] = True
+    multi_table_delete: ClassVar[bool] = True
+    case_folding: ClassVar[str] = "PostgreSQL folds unquoted names to lower case: quote a name to keep its case"
 
     @contextmanager
     def session(self, connection: sa.Connection) -> Iterator[None]:

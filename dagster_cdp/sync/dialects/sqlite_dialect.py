@@ -34,11 +34,6 @@ class SQLiteDialect(Dialect):
     def bucket(self, expression: str) -> str:
         return f"cdp_bucket({expression})"
 
-    def delete_acknowledged(self, state: sa.Table, acks: sa.Table, sync: str) -> sa.Delete:
-        """SQLite has no multi-table DELETE, and plans `IN` with a temporary index."""
-        a, s = acks.c, state.c
-        return sa.delete(state).where(s.sync == sync, s.key_hash.in_(sa.select(a.key_hash).where(a.sync == sync)))
-
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         return file_lock(engine, name)
 
