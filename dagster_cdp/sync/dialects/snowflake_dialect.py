@@ -53,6 +53,9 @@ class SnowflakeDialect(Dialect):
     names: ClassVar[tuple[str, ...]] = ("snowflake",)
     in_warehouse_diff: ClassVar[bool] = True
     keyed_state: ClassVar[bool] = False  # a primary key Snowflake would not enforce; the lock keeps one writer
+    multi_table_delete: ClassVar[bool] = True  # DELETE ... USING
+    case_folding: ClassVar[str] = ("Snowflake folds unquoted names to upper case, which SQLAlchemy shows in lower case: "
+                                   "quote a name to keep its case")
 
     @contextmanager
     def session(self, connection: sa.Connection) -> Iterator[None]:
