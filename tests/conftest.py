@@ -27,6 +27,18 @@ def temp_dir_inside_pytests(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tempfile.tempdir = None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def short_leases() -> Iterator[None]:
+    """Lease locks (Snowflake's) of runs the tests SIGKILL expire after 10 s, not 60 (children inherit it)."""
+    before = os.environ.get("CDP_LEASE_SECONDS")
+    os.environ["CDP_LEASE_SECONDS"] = "10"
+    yield
+    if before is None:
+        del os.environ["CDP_LEASE_SECONDS"]
+    else:
+        os.environ["CDP_LEASE_SECONDS"] = before
+
+
 @pytest.fixture(scope="session")
 def emulator_session() -> Iterator[Emulator]:
     """One emulator for the whole session (accepts any non-empty key); use `emulator` for a clean one."""

@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
 from tests.test_exactness import engine_in_zone
+from tests.warehouses import KINDS as WAREHOUSE_KINDS
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12)
@@ -60,11 +62,26 @@ def _create(warehouse: Warehouse, name: str, kinds: list[str], rows: list[tuple]
                                           for k, v in zip(kinds, row)}} for i, row in enumerate(rows)])
 
 
+@pytest.mark.parametrize("warehouse", [k for k in WAREHOUSE_KINDS if k != "snowflake"], indirect=True)
 @settings(max_examples=12, deadline=None, derandomize=True,  # the same tables on every run: CI never flakes
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(table=TABLES)
 def test_what_arrives_is_exact_and_only_payload_changes_are_sent(warehouse: Warehouse, emulator_session: Emulator,
                                                                  table: tuple[list[str], list[tuple]]) -> None:
+    _exact_and_only_payload_changes(warehouse, emulator_session, table)
+
+
+@pytest.mark.parametrize("warehouse", ["snowflake"], indirect=True)
+@settings(max_examples=4, deadline=None, derandomize=True,  # a sync on fakesnow takes seconds
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=TABLES)
+def test_what_arrives_on_snowflake_is_exact_and_only_payload_changes_are_sent(
+        warehouse: Warehouse, emulator_session: Emulator, table: tuple[list[str], list[tuple]]) -> None:
+    _exact_and_only_payload_changes(warehouse, emulator_session, table)
+
+
+def _exact_and_only_payload_changes(warehouse: Warehouse, emulator_session: Emulator,
+                                    table: tuple[list[str], list[tuple]]) -> None:
     kinds, rows = table
     if warehouse.kind == "sqlite":
         keep = [i for i, k in enumerate(kinds) if KINDS[k][2]]
@@ -85,7 +102,8 @@ def test_what_arrives_is_exact_and_only_payload_changes_are_sent(warehouse: Ware
 
         _create(warehouse, name, list(reversed(kinds)), [tuple(reversed(r)) for r in rows])  # another column order
         warehouse.release()
-        for zone in (("Asia/Karachi", "+05:00"), ("America/Los_Angeles", "-08:00")):
+        zones = (("Asia/Karachi", "+05:00"), ("America/Los_Angeles", "-08:00"))
+        for zone in zones[:1] if warehouse.kind == "snowflake" else zones:  # fakesnow: always UTC, so one is enough
             engine = engine_in_zone(warehouse.url, warehouse.kind, *zone)
             try:
                 again = run_sync(sync, warehouse=engine, client=client, state=StateStore(engine))

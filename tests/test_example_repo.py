@@ -18,6 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp.sync.database import as_engine
+from tests.warehouses import snowflake_schema
 
 REPO = Path(__file__).resolve().parents[1]
 DBT_PROJECT = REPO / "example_repo" / "dbt_project"
@@ -147,15 +149,8 @@ def test_cli_people_unchanged_in_another_column_order_or_time_zone_then_a_new_co
     assert emulator.stats()["requests"] == requests
 
 
-@pytest.fixture
-def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
-    """A fresh PostgreSQL database holding the three tables, written by SQLAlchemy (not dbt)."""
-    name = f"cdp_example_{uuid.uuid4().hex[:10]}"
-    server = sa.create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.exec_driver_sql(f'create database "{name}"')
-    url = f"{POSTGRES_SERVER}/{name}"
-    engine = sa.create_engine(url)
+def _copy_example_tables(built_warehouse: Path, engine: sa.Engine) -> None:
+    """Creates the example's tables at `engine` with SQLAlchemy (not dbt) and copies their rows from the build."""
     metadata = sa.MetaData()
     tables = {
         "people": sa.Table(
@@ -191,6 +186,18 @@ def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
         for table_name, table in tables.items():
             rows = _rows(built_warehouse, f"select {', '.join(table.columns.keys())} from {table_name}")
             connection.execute(table.insert(), [dict(zip(table.columns.keys(), row)) for row in rows])
+
+
+@pytest.fixture
+def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
+    """A fresh PostgreSQL database holding the example's tables, written by SQLAlchemy (not dbt)."""
+    name = f"cdp_example_{uuid.uuid4().hex[:10]}"
+    server = sa.create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'create database "{name}"')
+    url = f"{POSTGRES_SERVER}/{name}"
+    engine = sa.create_engine(url)
+    _copy_example_tables(built_warehouse, engine)
     engine.dispose()
     try:
         yield url
@@ -198,6 +205,17 @@ def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
         with server.connect() as connection:
             connection.exec_driver_sql(f'drop database "{name}" with (force)')
         server.dispose()
+
+
+@pytest.fixture
+def snowflake_warehouse(built_warehouse: Path) -> Iterator[str]:
+    """A fresh schema on the fakesnow server holding the example's tables, created with unquoted (so upper-case)
+    names by SQLAlchemy; the URL names the database and schema in its path."""
+    with snowflake_schema(f"cdp_example_{uuid.uuid4().hex[:10]}") as url:
+        engine = as_engine(url)
+        _copy_example_tables(built_warehouse, engine)
+        engine.dispose()
+        yield url
 
 
 def test_cli_materialize_with_a_postgres_warehouse(
@@ -303,3 +321,20 @@ def test_demo_shows_that_only_changes_go_out(tmp_path: Path, built_warehouse: Pa
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "Only the changes went out" in demo.stdout
     assert "person 9: deleted" in demo.stdout
+
+
+def test_cli_materialize_every_kind_with_a_snowflake_warehouse(
+    emulator: Emulator, snowflake_warehouse: str, built_warehouse: Path
+) -> None:
+    run = _materialize(emulator, snowflake_warehouse, built_warehouse, select=f"{SYNCS},{MORE_SYNCS}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    _assert_emulator_mirrors(emulator, built_warehouse)
+    _assert_emulator_holds_the_other_kinds(emulator, built_warehouse)
+    engine = as_engine(snowflake_warehouse)
+    with engine.connect() as connection:  # the state lives in the warehouse, in upper-case tables
+        assert connection.exec_driver_sql("SELECT count(*) FROM CDP_STATE").scalar() > 24
+    engine.dispose()
+    requests = emulator.stats()["requests"]
+    again = _materialize(emulator, snowflake_warehouse, built_warehouse, select=f"{SYNCS},{MORE_SYNCS}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert emulator.stats()["requests"] == requests  # nothing changed, nothing sent

@@ -1,5 +1,5 @@
-"""The in-warehouse diff (every warehouse whose dialect has it: DuckDB, PostgreSQL, MariaDB): same outcome as the
-generic path, only changes leave the warehouse.
+"""The in-warehouse diff (every warehouse whose dialect has it: DuckDB, PostgreSQL, MariaDB, Snowflake): same
+outcome as the portable path, only changes leave the warehouse.
 
 The engine's own tests (tests/test_sync_*.py) already run through it on those warehouses, since their state
 lives in the warehouse; these cover what is particular to it.
@@ -90,6 +90,8 @@ def test_a_query_with_percent_signs_a_trailing_comment_and_a_listed_trait(pushdo
 def test_a_key_whose_text_could_differ_falls_back_to_the_generic_path(pushdown_warehouse: Warehouse,
                                                                       emulator: Emulator, client) -> None:
     warehouse = pushdown_warehouse
+    if warehouse.kind == "snowflake":
+        pytest.skip("NUMBER(10, 0) is Snowflake's integer type, whose text is exact: nothing to fall back from")
     rows = people_rows(range(1, 11))
     warehouse.create("people", {**PEOPLE_COLUMNS, "id": sa.Numeric(10, 0)}, rows)  # 1 in Python, maybe 1.0 in SQL
     report = run_sync(PEOPLE, warehouse=warehouse.engine, client=client)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from snowflake.sqlalchemy import VARIANT
 
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
@@ -26,11 +28,22 @@ def test_values_are_converted_the_same_on_every_database(warehouse: Warehouse, e
     columns = {"id": sa.Integer, "signed_up": sa.DateTime, "birthday": sa.Date, "balance": sa.Numeric(10, 2),
                "visits": sa.Numeric(10, 2), "external": sa.Uuid, "prefs": sa.JSON(none_as_null=True), "ratio": sa.Float,
                "vip": sa.Boolean}
-    warehouse.create("typed", columns, [row, {name: 2 if name == "id" else None for name in columns}])
+    rows = [row, {name: 2 if name == "id" else None for name in columns}]
+    if warehouse.kind == "snowflake":  # snowflake-sqlalchemy has no JSON type: a VARIANT, given JSON by PARSE_JSON
+        columns["prefs"] = VARIANT
+        table = warehouse.create("typed", columns)
+        values = [sa.func.parse_json(sa.bindparam(c, type_=sa.String)) if c == "prefs" else sa.bindparam(c, type_=kind)
+                  for c, kind in columns.items()]
+        with warehouse.engine.begin() as connection:
+            for each in rows:
+                connection.execute(sa.insert(table).from_select(list(columns), sa.select(*values)),
+                                   {**each, "prefs": None if each["prefs"] is None else json.dumps(each["prefs"])})
+    else:
+        warehouse.create("typed", columns, rows)
     with PipelinesClient("test-key", base_url=emulator.url) as client:
         run_sync(SYNC, warehouse=warehouse.engine, client=client)
     traits = emulator.snapshot()["people"]["1"]["traits"]
-    external = user.hex if warehouse.kind == "sqlite" else str(user)  # SQLite stores a UUID as 32 hex characters
+    external = user.hex if warehouse.kind in ("sqlite", "snowflake") else str(user)  # stored as 32 hex characters
     assert traits == {"signed_up": "2024-03-01T12:30:15Z", "birthday": "1990-05-17", "balance": 12.5, "visits": 7,
                       "external": external, "prefs": {"theme": "dark", "tags": ["a", "b"], "n": 3}, "ratio": 0.25,
                       "vip": True}  # MariaDB's BOOLEAN is TINYINT(1), read as a boolean

@@ -63,6 +63,8 @@ def _connect_args(url: sa.URL) -> tuple[sa.URL, dict[str, object]]:
             args[name] = value.lower() in ("true", "1")
         else:
             args[name] = value
+    # Sessions read in UTC from the start (`SnowflakeDialect.session` then needs no ALTER SESSION).
+    args["session_parameters"] = {"TIMEZONE": "UTC"}
     return url.difference_update_query(moved), args
 
 

@@ -1,8 +1,8 @@
 """One run of a sync at a time: a lock per sync, held in the state store's database with what it offers.
 
 Each warehouse's `Dialect` picks one: PostgreSQL a session advisory lock; MySQL/MariaDB GET_LOCK; SQLite and
-DuckDB files an OS lock on a file beside the database (in-memory ones a lock in this process); any other
-database a lease row in `{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
+DuckDB files an OS lock on a file beside the database (in-memory ones a lock in this process); Snowflake, which
+enforces no primary key, a `ClaimLease` (claim rows, then a read); any other database a lease row in `{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
 expires instead), so a killed run never leaves a sync locked for good.
 """
 
@@ -27,7 +27,7 @@ from dagster_cdp.sync.database import unreachable
 from dagster_cdp.sync.errors import SyncLockedError
 
 _POLL_SECONDS = 0.2
-LEASE_SECONDS = 60.0  # a lease not renewed for this long (its holder died) may be taken over
+LEASE_SECONDS = 60.0  # a lease not renewed for this long (its holder died) may be taken over; CDP_LEASE_SECONDS sets it
 _LOCAL: dict[tuple[int, str], threading.Lock] = {}
 _LOCAL_GUARD = threading.Lock()
 
@@ -53,7 +53,7 @@ def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
     return (f"Sync {sync!r} is already running: another run of it holds its lock in the state database {where}"
             f"{within}. Nothing was sent. Let that run finish and run again (it will send only what is still "
             f"needed), or set the sync's lock_timeout (seconds, default 600) to wait longer. A lock ends with the "
-            f"process holding it (a lease in a `locks` table expires {LEASE_SECONDS:g} s after).")
+            f"process holding it (a lease in a `locks` table expires {lease_seconds():g} s after).")
 
 
 def file_lock(engine: sa.Engine, name: str) -> Lock:
@@ -66,6 +66,13 @@ def file_lock(engine: sa.Engine, name: str) -> Lock:
 
 def _in_memory(database: str | None) -> bool:
     return not database or database == ":memory:" or "mode=memory" in database
+
+
+def lease_seconds() -> float:
+    """How long a lease outlives its holder's last renewal: CDP_LEASE_SECONDS, else LEASE_SECONDS. Shorter lets
+    the next run take over sooner from a run that died; the holder renews every third of it."""
+    value = os.environ.get("CDP_LEASE_SECONDS")
+    return float(value) if value else LEASE_SECONDS
 
 
 def _digest(text: str, size: int) -> bytes:
@@ -189,8 +196,8 @@ class Lease(Lock):
     """Any other database: a row in `{prefix}locks`, renewed while held, taken over only once it expired."""
 
     def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float = LEASE_SECONDS) -> None:
-        self._engine, self._table, self._sync, self._seconds = engine, locks, sync, seconds
+                 seconds: float | None = None) -> None:
+        self._engine, self._table, self._sync, self._seconds = engine, locks, sync, seconds or lease_seconds()
         self._key = _digest(name, 16).hex()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
         self._stop = threading.Event()
@@ -247,3 +254,44 @@ def lease_table(metadata: sa.MetaData, name: str) -> sa.Table:
 def _expiry(seconds: float) -> dt.datetime:
     """UTC, naive: `seconds` from now."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
+
+
+class ClaimLease(Lease):
+    """A lease for a database that does not enforce primary keys (Snowflake), so a duplicate INSERT proves nothing.
+
+    To take the lock a run commits a claim row of its own (after deleting expired claims), then, in a new statement,
+    reads every claim of the lock: it holds the lock if its claim is the only one, else it withdraws its claim and
+    tries again later. Held, the claim is renewed like a `Lease`; released, it is deleted.
+
+    Why two runs cannot both hold it: each reads after its own claim committed, and a statement sees every row
+    committed before it began (READ COMMITTED, Snowflake's only isolation level). If A read only its own claim,
+    B's claim committed after A's read, hence after A's claim, so B's read (after B's claim) sees A's claim and B
+    withdraws; the same holds with A and B swapped. A claim disappears only when its run releases or withdraws it,
+    or when it expired (its run stopped renewing for `seconds`: as with `Lease`, hosts' clocks must agree to well
+    within that). Two runs claiming at the same moment may both withdraw; they simply try again at their next poll.
+    Nothing relies on MERGE or on DML locks waiting for one another, whose behaviour under concurrency a local
+    emulator cannot show.
+    """
+
+    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
+                 seconds: float | None = None) -> None:
+        super().__init__(engine, claim_table(locks), name, sync, seconds)
+
+    def _take(self) -> bool:
+        table, mine = self._table, self._table.c.holder == self._holder
+        with self._engine.begin() as connection:
+            connection.execute(sa.delete(table).where(table.c.lock_key == self._key, table.c.expires_at < _expiry(0)))
+            connection.execute(sa.insert(table).values(
+                lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)))
+        with self._engine.begin() as connection:  # a statement after the claim committed
+            holders = connection.execute(sa.select(table.c.holder).where(table.c.lock_key == self._key)).scalars().all()
+            if holders == [self._holder]:
+                return True
+            connection.execute(sa.delete(table).where(table.c.lock_key == self._key, mine))
+        return False
+
+
+def claim_table(locks: sa.Table) -> sa.Table:
+    """`locks` as `ClaimLease` uses it: the same name and columns, several claims a lock (no primary key)."""
+    return sa.Table(locks.name, sa.MetaData(schema=locks.schema),
+                    *(sa.Column(c.name, c.type, nullable=c.nullable) for c in locks.columns))

@@ -68,10 +68,10 @@ def session_setting(connection: sa.Connection, current: str, assign: str, value:
 
 
 def execute(connection: sa.Connection, sql: str) -> sa.CursorResult:
-    """Runs SQL that has no parameters; the user's query may hold '%', which pyformat drivers would read as one."""
-    if connection.dialect.paramstyle in ("pyformat", "format"):
-        sql = sql.replace("%", "%%")
-    return connection.exec_driver_sql(sql)
+    """Runs SQL that has no parameters as it is: without a parameter collection, no driver reads its '%' (the user's
+    query may hold one) as a placeholder. Doubling them instead would break drivers that read them only when
+    there are parameters (the Snowflake connector)."""
+    return connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
 def declared_shape(columns: list[str], types: list[Any], declared: dict[str, sa.types.TypeEngine]) -> SourceShape:

@@ -36,12 +36,14 @@ def trimmed_query(query: str) -> str:
 
 
 def source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
-    """The user's query (trimmed), or `SELECT *` from the table; callers wrap it on lines of its own, so a query
-    may end in a `--` comment."""
+    """The user's query (trimmed), or `SELECT *` from the table, its columns named as the mapping names them
+    (`Dialect.named`); callers wrap it on lines of its own, so a query may end in a `--` comment."""
     if definition.query is not None:
-        return trimmed_query(definition.query)
-    schema, _, name = definition.table.rpartition(".")
-    return f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
+        sql = trimmed_query(definition.query)
+    else:
+        schema, _, name = definition.table.rpartition(".")
+        sql = f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
+    return dialect_of(engine).named(engine, sql)
 
 
 def describe_source(connection: sa.Connection, definition: SyncDefinition) -> SourceShape:

@@ -10,9 +10,11 @@ from dagster_cdp.sync.dialects.base import Dialect
 from dagster_cdp.sync.dialects.duckdb_dialect import DuckDBDialect
 from dagster_cdp.sync.dialects.mysql_dialect import MySQLDialect
 from dagster_cdp.sync.dialects.postgresql_dialect import PostgreSQLDialect
+from dagster_cdp.sync.dialects.snowflake_dialect import SnowflakeDialect
 from dagster_cdp.sync.dialects.sqlite_dialect import SQLiteDialect
 
-_DIALECTS = {name: dialect() for dialect in (DuckDBDialect, PostgreSQLDialect, MySQLDialect, SQLiteDialect)
+_DIALECTS = {name: dialect() for dialect in (DuckDBDialect, PostgreSQLDialect, MySQLDialect, SQLiteDialect,
+                                                         SnowflakeDialect)
              for name in dialect.names}
 _PORTABLE = Dialect()
 

@@ -34,6 +34,11 @@ class Dialect:
         """Reads in UTC on this connection for the block (and whatever else makes values come back exactly)."""
         return nullcontext()
 
+    def named(self, engine: sa.Engine, sql: str) -> str:
+        """`sql` (a source: a table's SELECT or the user's query) with each column under the name a sync's mapping
+        calls it by, the name every later SQL quotes exactly; the source itself where those are its own names."""
+        return sql
+
     def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
               declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
         """How to read each column so that no value can fail the fetch (`reading`)."""
