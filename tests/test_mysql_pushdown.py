@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import Aliases, Devices, People, Relationships, SourceError, SyncDefinition, run_sync
+from dagster_cdp.sync import Aliases, Devices, People, Relationships, SyncDefinition, run_sync
 from dagster_cdp.sync.partitions import partition_of
 from dagster_cdp.sync.dialects import dialect_of
 from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)

@@ -5,7 +5,6 @@ engine matrix runs on Snowflake too (tests.warehouses.KINDS); tests/test_snowfla
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
