@@ -1,10 +1,13 @@
 """Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a table, warehouse to emulator.
 
     python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
-                               [--mariadb 100000] [--sqlite 100000] [--relationships 1000000]
+                               [--mariadb 100000 1000000] [--sqlite 100000] [--relationships 1000000]
+                               [--snowflake 20000]
 
 People tables of each size on each database, and relationships tables (a person in an account, keyed by
-the pair) of the `--relationships` sizes on DuckDB, PostgreSQL and MariaDB.
+the pair) of the `--relationships` sizes on DuckDB, PostgreSQL and MariaDB. Snowflake is the local fakesnow
+server the tests use (started here from .venv-fakesnow): its rows show the in-warehouse diff running through the
+real Snowflake driver, not Snowflake's speed (fakesnow runs the SQL in DuckDB, one statement at a time).
 
 For each database and size: `bench/sync_once.py prepare` generates table `people` (user_id + 5 traits)
 inside the database with SQL, then three syncs run, each as its own process timed whole with its own
@@ -26,13 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import EmulatorProcess, run_timed
+from common import EmulatorProcess, fakesnow_server, run_timed
 
 BENCH_DIR = Path(__file__).resolve().parent
 API_KEY = "bench-key"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dcdp_bench"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
-STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v"}
+STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v", "snowflake": ":*"}
 RUNS = ("first", "no-op", "1% changed")
 MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5,
          "duckdb relationships / people no-op at 1M": 2.0, "postgresql relationships / people no-op at 1M": 2.0}
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (portable diff)")
     parser.add_argument("--relationships", type=int, nargs="*", default=[1_000_000],
                         help="sizes of relationships tables, on DuckDB, PostgreSQL and MariaDB")
+    parser.add_argument("--snowflake", type=int, nargs="*", default=[20_000], help="table sizes (fakesnow)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -162,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             results += bench(emulator, "mariadb", MARIADB, rows, "relationships")
         for rows in args.mariadb:
             results += bench(emulator, "mariadb", MARIADB, rows)
+        if args.snowflake:
+            with fakesnow_server(BENCH_DIR.parent) as snowflake:
+                for rows in args.snowflake:
+                    results += bench(emulator, "snowflake", snowflake, rows)
         for rows in args.sqlite:
             path = args.workdir / f"people-{rows}.sqlite"
             path.unlink(missing_ok=True)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -99,3 +102,31 @@ def run_timed(command: list[str]) -> TimedRun:
         stdout.seek(0)
         stderr.seek(0)
         return TimedRun(seconds, usage.ru_maxrss * 1024, process.returncode, stdout.read(), stderr.read())
+
+
+@contextmanager
+def fakesnow_server(repo: Path) -> Iterator[str]:
+    """The local Snowflake the tests use (scripts/fakesnow_server.py from .venv-fakesnow, built by scripts/setup) on a
+    free port, for as long as the block runs; yields the `snowflake://` URL of its database `bench`."""
+    python = repo / ".venv-fakesnow" / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"{python} is missing: run `bash scripts/setup` to build the local Snowflake's venv")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([str(python), str(repo / "scripts" / "fakesnow_server.py"), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the fakesnow server did not start: run scripts/fakesnow_server.py to see why")
+                time.sleep(0.1)
+        yield f"snowflake://bench:bench@fakesnow/bench/public?host=127.0.0.1&port={port}&protocol=http"
+    finally:
+        process.terminate()
+        process.wait()
