@@ -18,7 +18,7 @@ is matched part by part against the parts of the stored JSON key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,27 +83,20 @@ class Pushdown:
         ks = [f"cdp_k{i}" for i in range(width)]
         hashed = dialect.row_hash(_literal(orjson.dumps(self.hashed_columns).decode()),
                                   [quote(c) for c in self.hashed_columns])
-        # A send-once key is never sent again once accepted; the others go back when their row hash moved.
-        if d.send_once:
-            changed = "st.payload_hash IS NULL"
-        else:
-            changed = "TRUE" if full_resync else dialect.distinct("st.row_hash", "agg.cdp_hash")
-        # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
-        gone = (f"st.payload_hash IS NOT NULL OR st.version = 0 OR st.failed_hash = '{DELETE_MARK}'"
-                if d.mode == "mirror" and not d.send_once else "st.payload_hash IS NULL AND st.version = 0")
-        on = " AND ".join(f"agg.{k} = st.{k}" for k in ks)
-        state = ", ".join(f"st.{f} AS st_{f}" for f in STATE_FIELDS)
-        needed = (f"({' OR '.join(f'agg.{k} IS NULL' for k in ks)} OR agg.cdp_n > 1 OR st.key IS NULL "
-                  f"OR {changed})")
         if dialect.full_outer_join:
-            diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, {state} "
-                      f"FROM agg FULL OUTER JOIN st ON {on} "
-                      f"WHERE (agg.cdp_n IS NULL AND ({gone})) OR (agg.cdp_n IS NOT NULL AND {needed})")
-        else:
-            diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, {state} "
-                      f"FROM agg LEFT JOIN st ON {on} WHERE {needed} "
-                      f"UNION ALL SELECT {', '.join('NULL' for _ in ks)}, NULL, NULL, {state} "
-                      f"FROM st LEFT JOIN agg ON {on} WHERE agg.cdp_n IS NULL AND ({gone})")
+            condition = self._needs_attention(ks, full_resync, st=lambda f: f"st.{f}", agg=lambda f: f"agg.{f}")
+            diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, "
+                      f"{', '.join(f'st.{f} AS st_{f}' for f in STATE_FIELDS)} "
+                      f"FROM agg FULL OUTER JOIN st ON {' AND '.join(f'agg.{k} = st.{k}' for k in ks)} WHERE {condition}")
+        else:  # the same, as one pass over both sides grouped by key: no join for a planner to get wrong
+            condition = self._needs_attention(ks, full_resync, st=lambda f: f"g.st_{f}", agg=lambda f: f"g.{f}")
+            both = (f"SELECT {', '.join(ks)}, cdp_n, cdp_hash, {', '.join(f'NULL AS st_{f}' for f in STATE_FIELDS)} "
+                    f"FROM agg UNION ALL SELECT {', '.join(ks)}, NULL, NULL, "
+                    f"{', '.join(f'st.{quote(f)} AS st_{f}' for f in STATE_FIELDS)} FROM st")
+            grouped = (f"SELECT {', '.join(ks)}, max(cdp_n) AS cdp_n, max(cdp_hash) AS cdp_hash, "
+                       f"{', '.join(f'max(st_{f}) AS st_{f}' for f in STATE_FIELDS)} "
+                       f"FROM ({both}) AS cdp_both GROUP BY {', '.join(ks)}")
+            diffed = f"SELECT * FROM ({grouped}) AS g WHERE {condition}"
         src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))
         sql = f"""
             WITH src AS (
@@ -127,6 +120,25 @@ class Pushdown:
         with engine.connect() as connection, dialect.diff_session(connection):
             result = execute(connection.execution_options(stream_results=True), sql)
             yield self._rows(result, width, RowMapper(d, self.shape.columns, self.values))
+
+    def _needs_attention(self, ks: list[str], full_resync: bool, *, st: Callable[[str], str],
+                         agg: Callable[[str], str]) -> str:
+        """SQL true for a key that must leave the warehouse, given how its state (`st`) and source (`agg`) are named."""
+        d = self.definition
+        # A send-once key is never sent again once accepted; the others go back when their row hash moved.
+        if d.send_once:
+            changed = f"{st('payload_hash')} IS NULL"
+        else:
+            changed = "TRUE" if full_resync else self.dialect.distinct(st("row_hash"), agg("cdp_hash"))
+        # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
+        if d.mode == "mirror" and not d.send_once:
+            gone = (f"{st('payload_hash')} IS NOT NULL OR {st('version')} = 0 "
+                    f"OR {st('failed_hash')} = '{DELETE_MARK}'")
+        else:
+            gone = f"{st('payload_hash')} IS NULL AND {st('version')} = 0"
+        needed = (f"{' OR '.join(f'{agg(k)} IS NULL' for k in ks)} OR {agg('cdp_n')} > 1 OR {st('key')} IS NULL "
+                  f"OR {changed}")
+        return f"({agg('cdp_n')} IS NULL AND ({gone})) OR ({agg('cdp_n')} IS NOT NULL AND ({needed}))"
 
     def _src_keys(self, engine: sa.Engine, alias: str, *, whole: bool = False) -> list[str]:
         """SQL of the key's parts over the source (NULL where a column is NULL or empty), one string unless JSON;
