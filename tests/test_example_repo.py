@@ -27,6 +27,7 @@ BIN = Path(sys.executable).parent
 SYNCS = "cdp_people,cdp_accounts,cdp_memberships"
 MORE_SYNCS = "cdp_devices,cdp_suppressions,cdp_events,cdp_aliases"
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+MARIADB_SERVER = "mysql+pymysql://root@127.0.0.1:3306"
 
 
 @pytest.fixture(scope="session")
@@ -154,31 +155,31 @@ def _copy_example_tables(built_warehouse: Path, engine: sa.Engine) -> None:
     metadata = sa.MetaData()
     tables = {
         "people": sa.Table(
-            "people", metadata, sa.Column("user_id", sa.Integer, primary_key=True), sa.Column("email", sa.Text),
+            "people", metadata, sa.Column("user_id", sa.Integer), sa.Column("email", sa.Text),
             sa.Column("first_name", sa.Text), sa.Column("last_name", sa.Text), sa.Column("plan", sa.Text),
             sa.Column("created_at", sa.DateTime),
         ),
         "accounts": sa.Table(
-            "accounts", metadata, sa.Column("account_id", sa.Text, primary_key=True), sa.Column("name", sa.Text),
+            "accounts", metadata, sa.Column("account_id", sa.Text), sa.Column("name", sa.Text),
             sa.Column("industry", sa.Text), sa.Column("employees", sa.Integer),
         ),
         "memberships": sa.Table(
-            "memberships", metadata, sa.Column("user_id", sa.Integer, primary_key=True),
-            sa.Column("account_id", sa.Text, primary_key=True), sa.Column("role", sa.Text),
+            "memberships", metadata, sa.Column("user_id", sa.Integer),
+            sa.Column("account_id", sa.Text), sa.Column("role", sa.Text),
         ),
         "devices": sa.Table(
-            "devices", metadata, sa.Column("user_id", sa.Integer, primary_key=True),
-            sa.Column("token", sa.Text, primary_key=True), sa.Column("platform", sa.Text), sa.Column("app_version", sa.Text),
+            "devices", metadata, sa.Column("user_id", sa.Integer),
+            sa.Column("token", sa.Text), sa.Column("platform", sa.Text), sa.Column("app_version", sa.Text),
         ),
-        "suppressions": sa.Table("suppressions", metadata, sa.Column("user_id", sa.Integer, primary_key=True)),
+        "suppressions": sa.Table("suppressions", metadata, sa.Column("user_id", sa.Integer)),
         "events": sa.Table(
-            "events", metadata, sa.Column("event_id", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer),
+            "events", metadata, sa.Column("event_id", sa.Integer), sa.Column("user_id", sa.Integer),
             sa.Column("event", sa.Text), sa.Column("occurred_at", sa.DateTime), sa.Column("product", sa.Text),
             sa.Column("amount", sa.Integer),
         ),
         "aliases": sa.Table(
-            "aliases", metadata, sa.Column("previous_id", sa.Text, primary_key=True),
-            sa.Column("user_id", sa.Integer, primary_key=True),
+            "aliases", metadata, sa.Column("previous_id", sa.Text),
+            sa.Column("user_id", sa.Integer),
         ),
     }
     metadata.create_all(engine)
@@ -216,6 +217,55 @@ def snowflake_warehouse(built_warehouse: Path) -> Iterator[str]:
         _copy_example_tables(built_warehouse, engine)
         engine.dispose()
         yield url
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def sqlite_or_mariadb_warehouse(request: pytest.FixtureRequest, built_warehouse: Path, tmp_path: Path
+                                ) -> Iterator[str]:
+    """A SQLite file or a fresh MariaDB database holding the example's tables, written by SQLAlchemy (not dbt)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+        engine = sa.create_engine(url)
+        _copy_example_tables(built_warehouse, engine)
+        engine.dispose()
+        yield url
+        return
+    name = f"cdp_example_{uuid.uuid4().hex[:10]}"
+    server = sa.create_engine(MARIADB_SERVER)
+    with server.begin() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    url = f"{MARIADB_SERVER}/{name}?charset=utf8mb4"
+    engine = sa.create_engine(url)
+    _copy_example_tables(built_warehouse, engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with server.begin() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE `{name}`")
+        server.dispose()
+
+
+def test_cli_materialize_every_kind_with_a_sqlite_or_mariadb_warehouse_then_a_late_event(
+    emulator: Emulator, sqlite_or_mariadb_warehouse: str, built_warehouse: Path
+) -> None:
+    url = sqlite_or_mariadb_warehouse
+    run = _materialize(emulator, url, built_warehouse, select=f"{SYNCS},{MORE_SYNCS}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    _assert_emulator_mirrors(emulator, built_warehouse)
+    _assert_emulator_holds_the_other_kinds(emulator, built_warehouse)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # a late event, a year older than any sent, and a new alias
+        connection.exec_driver_sql("INSERT INTO events VALUES (9001, 1, 'Viewed', '2023-01-01 00:00:00', 'x', 1)")
+        connection.exec_driver_sql("INSERT INTO aliases VALUES ('anon-late', 2)")
+    engine.dispose()
+    assert _materialize(emulator, url, built_warehouse, select=f"{SYNCS},{MORE_SYNCS}").returncode == 0
+    late = [e for e in emulator.snapshot()["events"] if e.get("timestamp") == "2023-01-01T00:00:00Z"]
+    assert [(e["userId"], e["event"], e["properties"]) for e in late] == [("1", "Viewed", {"product": "x", "amount": 1})]
+    assert ("anon-late", "2") in [(a["previousId"], a["userId"]) for a in emulator.snapshot()["aliases"]]
+    requests = emulator.stats()["requests"]
+    assert _materialize(emulator, url, built_warehouse, select=f"{SYNCS},{MORE_SYNCS}").returncode == 0
+    assert emulator.stats()["requests"] == requests  # nothing changed, nothing sent
 
 
 def test_cli_materialize_with_a_postgres_warehouse(
