@@ -150,8 +150,9 @@ def test_cli_people_unchanged_in_another_column_order_or_time_zone_then_a_new_co
     assert emulator.stats()["requests"] == requests
 
 
-def _copy_example_tables(built_warehouse: Path, engine: sa.Engine) -> None:
-    """Creates the example's tables at `engine` with SQLAlchemy (not dbt) and copies their rows from the build."""
+def _copy_example_tables(built_warehouse: Path, url: str) -> None:
+    """Creates the example's tables at `url` with SQLAlchemy (not dbt) and copies their rows from the build."""
+    engine = as_engine(url)
     metadata = sa.MetaData()
     tables = {
         "people": sa.Table(
@@ -187,6 +188,7 @@ def _copy_example_tables(built_warehouse: Path, engine: sa.Engine) -> None:
         for table_name, table in tables.items():
             rows = _rows(built_warehouse, f"select {', '.join(table.columns.keys())} from {table_name}")
             connection.execute(table.insert(), [dict(zip(table.columns.keys(), row)) for row in rows])
+    engine.dispose()
 
 
 @pytest.fixture
@@ -197,9 +199,7 @@ def postgres_warehouse(built_warehouse: Path) -> Iterator[str]:
     with server.connect() as connection:
         connection.exec_driver_sql(f'create database "{name}"')
     url = f"{POSTGRES_SERVER}/{name}"
-    engine = sa.create_engine(url)
-    _copy_example_tables(built_warehouse, engine)
-    engine.dispose()
+    _copy_example_tables(built_warehouse, url)
     try:
         yield url
     finally:
@@ -213,9 +213,7 @@ def snowflake_warehouse(built_warehouse: Path) -> Iterator[str]:
     """A fresh schema on the fakesnow server holding the example's tables, created with unquoted (so upper-case)
     names by SQLAlchemy; the URL names the database and schema in its path."""
     with snowflake_schema(f"cdp_example_{uuid.uuid4().hex[:10]}") as url:
-        engine = as_engine(url)
-        _copy_example_tables(built_warehouse, engine)
-        engine.dispose()
+        _copy_example_tables(built_warehouse, url)
         yield url
 
 
@@ -225,9 +223,7 @@ def sqlite_or_mariadb_warehouse(request: pytest.FixtureRequest, built_warehouse:
     """A SQLite file or a fresh MariaDB database holding the example's tables, written by SQLAlchemy (not dbt)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
-        engine = sa.create_engine(url)
-        _copy_example_tables(built_warehouse, engine)
-        engine.dispose()
+        _copy_example_tables(built_warehouse, url)
         yield url
         return
     name = f"cdp_example_{uuid.uuid4().hex[:10]}"
@@ -235,9 +231,7 @@ def sqlite_or_mariadb_warehouse(request: pytest.FixtureRequest, built_warehouse:
     with server.begin() as connection:
         connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     url = f"{MARIADB_SERVER}/{name}?charset=utf8mb4"
-    engine = sa.create_engine(url)
-    _copy_example_tables(built_warehouse, engine)
-    engine.dispose()
+    _copy_example_tables(built_warehouse, url)
     try:
         yield url
     finally:

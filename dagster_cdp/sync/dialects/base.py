@@ -27,6 +27,7 @@ class Dialect:
     keyed_state: ClassVar[bool] = True  # whether the state table has a primary key (see `state`)
     full_outer_join: ClassVar[bool] = True
     multi_table_delete: ClassVar[bool] = False  # DELETE ... USING / DELETE t FROM t JOIN ...
+    array_parameter: ClassVar[str | None] = None  # the placeholder of a driver binding a list as an SQL array
 
     case_folding: ClassVar[str] = ""  # how unquoted names change case, for the hint on a missing table
 
@@ -95,11 +96,6 @@ class Dialect:
         return self.bucket(self.concat([part for text in texts for part in (text, "'|'")][:-1]))
 
     # The state tables (`state`) and the lock of a sync (`locks`).
-
-    def append_acks(self, connection: sa.Connection, table: str, columns: dict[str, str],
-                    values: Sequence[Any]) -> bool:
-        """Appends acknowledgements as whole columns in one statement where the driver can; False if not."""
-        return False
 
     def delete_acknowledged(self, state: sa.Table, acks: sa.Table, sync: str) -> sa.Delete:
         """Deletes the state rows of a sync's acknowledged keys (before `settle` inserts their new state): as a

@@ -33,6 +33,7 @@ class DuckDBDialect(Dialect):
     in_warehouse_diff: ClassVar[bool] = True
     keyed_state: ClassVar[bool] = False
     multi_table_delete: ClassVar[bool] = True
+    array_parameter: ClassVar[str | None] = "?"
 
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         return session_setting(connection, "SELECT current_setting('TimeZone')", "SET SESSION TimeZone = '{}'", "UTC")
@@ -61,14 +62,6 @@ class DuckDBDialect(Dialect):
 
     def bucket(self, expression: str) -> str:
         return f"CAST(('0x' || substr(md5({expression}), 1, 7)) AS BIGINT)"
-
-    def append_acks(self, connection: sa.Connection, table: str, columns: dict[str, str],
-                    values: Sequence[Any]) -> bool:
-        unnested = ", ".join(f"unnest(CAST(? AS {kind}[]))" for kind in columns.values())
-        connection.exec_driver_sql(
-            f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at, seq) SELECT ?, {unnested}, ?, ?",
-            tuple(values))
-        return True
 
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         return file_lock(engine, name)

@@ -26,6 +26,7 @@ class PostgreSQLDialect(Dialect):
     text_type: ClassVar[str] = "TEXT"
     in_warehouse_diff: ClassVar[bool] = True
     multi_table_delete: ClassVar[bool] = True
+    array_parameter: ClassVar[str | None] = "%s"
     case_folding: ClassVar[str] = "PostgreSQL folds unquoted names to lower case: quote a name to keep its case"
 
     @contextmanager
@@ -61,14 +62,6 @@ class PostgreSQLDialect(Dialect):
 
     def bucket(self, expression: str) -> str:
         return f"CAST(CAST(('x' || substr(md5({expression}), 1, 7)) AS BIT(28)) AS INTEGER)"
-
-    def append_acks(self, connection: sa.Connection, table: str, columns: dict[str, str],
-                    values: Sequence[Any]) -> bool:
-        unnested = ", ".join(f"unnest(CAST(%s AS {kind}[]))" for kind in columns.values())
-        connection.exec_driver_sql(
-            f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at, seq) SELECT %s, {unnested}, %s, %s",
-            tuple(values))
-        return True
 
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         return AdvisoryLock(engine, name)
