@@ -76,7 +76,11 @@ class Pushdown:
 
     @contextmanager
     def diff(self, engine: sa.Engine, *, full_resync: bool) -> Iterator[Iterator[DiffedRow]]:
-        """Streams the keys that need attention; the others never leave the warehouse."""
+        """Streams the keys that need attention; the others never leave the warehouse.
+
+        The join of every source key to every stored key carries only what decides attention (a few flags, the row
+        hash, the key hash): carrying whole state rows made it spill to disk at a million keys. The few keys that
+        come out are joined to their whole state row and source row afterwards."""
         d, dialect = self.definition, self.dialect
         quote = engine.dialect.identifier_preparer.quote_identifier
         width = len(self._src_keys(engine, "cdp_src"))
@@ -86,18 +90,19 @@ class Pushdown:
         if dialect.full_outer_join:
             condition = self._needs_attention(ks, full_resync, st=lambda f: f"st.{f}", agg=lambda f: f"agg.{f}")
             diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, "
-                      f"{', '.join(f'st.{f} AS st_{f}' for f in STATE_FIELDS)} "
+                      f"{', '.join(f'st.{f} AS st_{f}' for f in _DECIDING)} "
                       f"FROM agg FULL OUTER JOIN st ON {' AND '.join(f'agg.{k} = st.{k}' for k in ks)} WHERE {condition}")
         else:  # the same, as one pass over both sides grouped by key: no join for a planner to get wrong
             condition = self._needs_attention(ks, full_resync, st=lambda f: f"g.st_{f}", agg=lambda f: f"g.{f}")
-            both = (f"SELECT {', '.join(ks)}, cdp_n, cdp_hash, {', '.join(f'NULL AS st_{f}' for f in STATE_FIELDS)} "
+            both = (f"SELECT {', '.join(ks)}, cdp_n, cdp_hash, {', '.join(f'NULL AS st_{f}' for f in _DECIDING)} "
                     f"FROM agg UNION ALL SELECT {', '.join(ks)}, NULL, NULL, "
-                    f"{', '.join(f'st.{quote(f)} AS st_{f}' for f in STATE_FIELDS)} FROM st")
+                    f"{', '.join(f'st.{f} AS st_{f}' for f in _DECIDING)} FROM st")
             grouped = (f"SELECT {', '.join(ks)}, max(cdp_n) AS cdp_n, max(cdp_hash) AS cdp_hash, "
-                       f"{', '.join(f'max(st_{f}) AS st_{f}' for f in STATE_FIELDS)} "
+                       f"{', '.join(f'max(st_{f}) AS st_{f}' for f in _DECIDING)} "
                        f"FROM ({both}) AS cdp_both GROUP BY {', '.join(ks)}")
             diffed = f"SELECT * FROM ({grouped}) AS g WHERE {condition}"
         src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))
+        state, this_sync = self._state_from(engine, "cdp_full")
         sql = f"""
             WITH src AS (
                 SELECT {src_keys}, {hashed} AS cdp_hash
@@ -105,13 +110,18 @@ class Pushdown:
             ), agg AS (
                 SELECT {', '.join(ks)}, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY {', '.join(ks)}
             ), st AS (
-                SELECT {_fields(engine)}, {', '.join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
+                SELECT key_hash, row_hash, version,
+                       CASE WHEN payload_hash IS NULL THEN 0 ELSE 1 END AS cdp_live,
+                       CASE WHEN failed_hash = '{DELETE_MARK}' THEN 1 ELSE 0 END AS cdp_failed_delete,
+                       {', '.join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
                 FROM ({self._state_sql(engine)}) AS cdp_state
             ), diffed AS (
                 {diffed}
             )
-            SELECT diffed.*, cdp_row.*
-            FROM diffed LEFT JOIN (
+            SELECT {', '.join(f'diffed.{k}' for k in ks)}, diffed.cdp_n, diffed.cdp_hash,
+                   {', '.join(f'cdp_full.{f} AS st_{f}' for f in STATE_FIELDS)}, cdp_row.*
+            FROM diffed LEFT JOIN {state} AS cdp_full ON cdp_full.key_hash = diffed.st_key_hash AND {this_sync}
+            LEFT JOIN (
                 SELECT {", ".join(f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))},
                        cdp_src.*
                 FROM (\n{self.shape.select(self.source_sql, quote)}\n) AS cdp_src
@@ -123,21 +133,21 @@ class Pushdown:
 
     def _needs_attention(self, ks: list[str], full_resync: bool, *, st: Callable[[str], str],
                          agg: Callable[[str], str]) -> str:
-        """SQL true for a key that must leave the warehouse, given how its state (`st`) and source (`agg`) are named."""
+        """SQL true for a key that must leave the warehouse, given how its state (`st`, the `_DECIDING` fields) and
+        source (`agg`) are named."""
         d = self.definition
         # A send-once key is never sent again once accepted; the others go back when their row hash moved.
         if d.send_once:
-            changed = f"{st('payload_hash')} IS NULL"
+            changed = f"{st('cdp_live')} = 0"
         else:
             changed = "TRUE" if full_resync else self.dialect.distinct(st("row_hash"), agg("cdp_hash"))
         # State-only keys: deletions (mirror), failed deletions, and never-accepted keys to forget.
         if d.mode == "mirror" and not d.send_once:
-            gone = (f"{st('payload_hash')} IS NOT NULL OR {st('version')} = 0 "
-                    f"OR {st('failed_hash')} = '{DELETE_MARK}'")
+            gone = f"{st('cdp_live')} = 1 OR {st('version')} = 0 OR {st('cdp_failed_delete')} = 1"
         else:
-            gone = f"{st('payload_hash')} IS NULL AND {st('version')} = 0"
-        needed = (f"{' OR '.join(f'{agg(k)} IS NULL' for k in ks)} OR {agg('cdp_n')} > 1 OR {st('key')} IS NULL "
-                  f"OR {changed}")
+            gone = f"{st('cdp_live')} = 0 AND {st('version')} = 0"
+        needed = (f"{' OR '.join(f'{agg(k)} IS NULL' for k in ks)} OR {agg('cdp_n')} > 1 "
+                  f"OR {st('key_hash')} IS NULL OR {changed}")
         return f"({agg('cdp_n')} IS NULL AND ({gone})) OR ({agg('cdp_n')} IS NOT NULL AND ({needed}))"
 
     def _src_keys(self, engine: sa.Engine, alias: str, *, whole: bool = False) -> list[str]:
@@ -229,12 +239,18 @@ class Pushdown:
 
     def _state_sql(self, engine: sa.Engine) -> str:
         """This sync's stored state; an empty relation before the state tables exist (a dry run creates none)."""
+        state, this_sync = self._state_from(engine, "cdp_stored")
+        return f"SELECT {_fields(engine)} FROM {state} AS cdp_stored WHERE {this_sync}"
+
+    def _state_from(self, engine: sa.Engine, alias: str) -> tuple[str, str]:
+        """The state table (an empty relation if there is none yet) and SQL picking this sync's rows of it as `alias`."""
         if not self.store.exists():
             kinds = state_field_types(self.dialect.text_type)
             quote = engine.dialect.identifier_preparer.quote
-            return "SELECT " + ", ".join(f"CAST(NULL AS {k}) AS {quote(f)}" for f, k in kinds.items()) + " WHERE 1 = 0"
-        state = engine.dialect.identifier_preparer.format_table(self.store.state)
-        return f"SELECT {_fields(engine)} FROM {state} WHERE sync = {_literal(self.definition.name)}"
+            empty = ", ".join(f"CAST(NULL AS {k}) AS {quote(f)}" for f, k in kinds.items())
+            return f"(SELECT {empty} WHERE 1 = 0)", "1 = 1"
+        table = engine.dialect.identifier_preparer.format_table(self.store.state)
+        return table, f"{alias}.sync = {_literal(self.definition.name)}"
 
 
 def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape,
@@ -257,6 +273,9 @@ def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateSto
         return None, "hash partitions of a key of several columns are computed in Python"
     hashed = sorted({*identifiers, *values.sent})
     return Pushdown(definition, dialect, store, source_sql(definition, engine), key, hashed, shape, values), None
+
+
+_DECIDING = ("key_hash", "row_hash", "version", "cdp_live", "cdp_failed_delete")  # what the diff's join carries
 
 
 def _fields(engine: sa.Engine) -> str:
