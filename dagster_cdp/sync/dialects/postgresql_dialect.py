@@ -36,6 +36,16 @@ class PostgreSQLDialect(Dialect):
         connection.exec_driver_sql("SET LOCAL extra_float_digits = 3")  # doubles in full, whatever the server's default
         yield
 
+    @contextmanager
+    def diff_session(self, connection: sa.Connection) -> Iterator[None]:
+        """The reading session, planned for reading every row. The diff streams through a server-side cursor, which
+        PostgreSQL plans for its first 10% of rows (`cursor_tuple_fraction`): with the state table's statistics not
+        yet caught up after a sync, that picked a nested loop over the whole state for each changed key (1,000
+        changed keys of 100,000 took 21 s instead of 1 s)."""
+        with self.session(connection):
+            connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1")
+            yield
+
     def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
               declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
         """Every type psycopg might fail on or round is read as text; arrays, ranges, enums and the rest as JSON."""
