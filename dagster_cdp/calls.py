@@ -72,7 +72,7 @@ def problem_with(call: Any) -> str | None:
         if isinstance(traits, dict) and "objectTypeId" in traits:
             type_id = traits["objectTypeId"]
             if not (isinstance(type_id, str) and type_id.isdigit()):
-                return f"traits.objectTypeId must be a string of digits such as \"1\", not {type_id!r}"
+                return f'traits.objectTypeId must be a string of digits such as "1", not {type_id!r}'
         return None
     # alias
     if not _present(call.get("previousId")) or not _present(call.get("userId")):

@@ -115,7 +115,7 @@ class PipelinesClient:
     ) -> None:
         if not api_key or not api_key.strip():
             raise ValueError("the Customer.io API key is empty: set it (for example from CDP_API_KEY)")
-        key_region = (match.group(1) if (match := _KEY_WITH_REGION.match(api_key)) else None)
+        key_region = match.group(1) if (match := _KEY_WITH_REGION.match(api_key)) else None
         if region is not None and region not in REGION_HOSTS:
             raise ValueError(f"region must be 'us' or 'eu', not {region!r}")
         if region is not None and key_region is not None and region != key_region:
@@ -233,7 +233,12 @@ class PipelinesClient:
         """Merge `previous_id` into the profile `user_id`."""
         self._single("alias", {"previousId": previous_id, "userId": user_id}, options)
 
-    _OPTIONS = {"context": "context", "integrations": "integrations", "message_id": "messageId", "timestamp": "timestamp"}
+    _OPTIONS = {
+        "context": "context",
+        "integrations": "integrations",
+        "message_id": "messageId",
+        "timestamp": "timestamp",
+    }
 
     def _single(self, kind: str, fields: dict[str, Any], options: dict[str, Any]) -> None:
         unknown = set(options) - set(self._OPTIONS)
@@ -294,8 +299,10 @@ class PipelinesClient:
 
         def finished(block: bool) -> Iterator[BatchResult]:
             nonlocal last_progress
-            done, _ = wait(pending, return_when=FIRST_COMPLETED) if block else (
-                {future for future in pending if future.done()}, None
+            done, _ = (
+                wait(pending, return_when=FIRST_COMPLETED)
+                if block
+                else ({future for future in pending if future.done()}, None)
             )
             for future in done:
                 pending.discard(future)
@@ -310,7 +317,10 @@ class PipelinesClient:
                 last_progress = time.monotonic()
                 log.info(
                     "delivered %d calls in %d requests so far (%d rejected, %d retries)",
-                    progress.accepted, progress.requests, len(progress.rejected), progress.retries,
+                    progress.accepted,
+                    progress.requests,
+                    len(progress.rejected),
+                    progress.retries,
                 )
 
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="cdp-send") as pool:
@@ -340,7 +350,9 @@ class PipelinesClient:
             auth = [failure for failure in failures if isinstance(failure, AuthenticationError)]
             raise (auth or failures)[0]
 
-    def _batches(self, messages: Iterable[dict[str, Any]], packer: BatchPacker, refused: BatchResult) -> Iterator[Batch]:
+    def _batches(
+        self, messages: Iterable[dict[str, Any]], packer: BatchPacker, refused: BatchResult
+    ) -> Iterator[Batch]:
         for message in messages:
             encoded = self._prepare(message)
             if isinstance(encoded, Rejection):

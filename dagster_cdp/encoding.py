@@ -60,8 +60,9 @@ def exact_loads(data: str | bytes) -> Any:
     text = data if isinstance(data, str) else data.decode()
     if _LONG_NUMBER.search(text) is None:
         return orjson.loads(text)
-    return json.loads(text, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)),
-                      parse_constant=_not_json)
+    return json.loads(
+        text, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)), parse_constant=_not_json
+    )
 
 
 def _not_json(token: str) -> Any:

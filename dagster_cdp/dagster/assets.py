@@ -118,5 +118,7 @@ def sync_events(
     if report.dry_run:
         yield dg.AssetObservation(asset_key=asset_key, metadata=metadata)
     else:
-        checks = [] if max_rejected_fraction is None else [rejection_check_result(asset_key, report, max_rejected_fraction)]
+        checks = (
+            [] if max_rejected_fraction is None else [rejection_check_result(asset_key, report, max_rejected_fraction)]
+        )
         yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks)

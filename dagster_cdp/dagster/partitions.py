@@ -24,7 +24,9 @@ def sync_partitions_def(definition: SyncDefinition) -> dg.StaticPartitionsDefini
 
 
 def partition_run(
-    context: dg.AssetExecutionContext | dg.OpExecutionContext, definition: SyncDefinition, customerio: CustomerIOResource
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    definition: SyncDefinition,
+    customerio: CustomerIOResource,
 ) -> tuple[SyncDefinition, CustomerIOResource]:
     """The definition and resource for this run's partition; unchanged for an unpartitioned sync."""
     if definition.partitions == 1:
@@ -37,5 +39,7 @@ def partition_run(
         )
     share = rate_limit_share(customerio.rate_limit, definition.partitions)
     fields = {name: getattr(customerio, name) for name in CustomerIOResource.model_fields}
-    return (dataclasses.replace(definition, partition=int(context.partition_key)),
-            CustomerIOResource(**{**fields, "rate_limit": share}))
+    return (
+        dataclasses.replace(definition, partition=int(context.partition_key)),
+        CustomerIOResource(**{**fields, "rate_limit": share}),
+    )

@@ -20,8 +20,12 @@ class CustomerIOResource(dg.ConfigurableResource):
     region: str | None = Field(
         None, description="Data center, us or eu; default: the key's own region (pk_eu_/sk_eu_ keys), else us."
     )
-    base_url: str | None = Field(None, description="Overrides the region's host (no /v1 suffix), e.g. a local emulator.")
-    strict: bool = Field(True, description="Strict mode: invalid calls come back as rejections instead of being dropped.")
+    base_url: str | None = Field(
+        None, description="Overrides the region's host (no /v1 suffix), e.g. a local emulator."
+    )
+    strict: bool = Field(
+        True, description="Strict mode: invalid calls come back as rejections instead of being dropped."
+    )
     timeout: float = Field(30.0, description="Seconds to wait for one HTTP request.")
     max_retry_seconds: float = Field(120.0, description="Give up retrying a failing request after this many seconds.")
     max_concurrency: int = Field(4, description="Requests in flight at once.")

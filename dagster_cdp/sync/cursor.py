@@ -71,8 +71,12 @@ class CursorMark:
         return moment if self.kind == "timestamptz" else moment.replace(tzinfo=None)
 
     def bind_type(self) -> sa.types.TypeEngine:
-        return {"timestamp": sa.DateTime(), "timestamptz": sa.DateTime(timezone=True), "date": sa.Date(),
-                "integer": sa.BigInteger()}[self.kind]
+        return {
+            "timestamp": sa.DateTime(),
+            "timestamptz": sa.DateTime(timezone=True),
+            "date": sa.Date(),
+            "integer": sa.BigInteger(),
+        }[self.kind]
 
 
 def encode(value: Any, column: str) -> tuple[str, int] | None:
@@ -95,8 +99,14 @@ def encode(value: Any, column: str) -> tuple[str, int] | None:
     )
 
 
-def next_mark(previous: CursorMark | None, column: str, kind: str | None, read_max: int | None, pin: int | None,
-              tally: Callable[[int | None, int], Tally]) -> CursorMark | None:
+def next_mark(
+    previous: CursorMark | None,
+    column: str,
+    kind: str | None,
+    read_max: int | None,
+    pin: int | None,
+    tally: Callable[[int | None, int], Tally],
+) -> CursorMark | None:
     """The mark after a run that read from the verified mark `previous` (None: it read the whole source).
 
     `read_max` is the highest cursor read, `pin` the lowest cursor of a row read and not settled, and

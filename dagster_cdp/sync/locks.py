@@ -50,10 +50,12 @@ def hold(engine: sa.Engine, lock: Lock, sync: str, timeout: float, log: logging.
 def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
     where = engine.url.render_as_string(hide_password=True)
     within = f", and did not release it within {timeout:g} s" if timeout else ""
-    return (f"Sync {sync!r} is already running: another run of it holds its lock in the state database {where}"
-            f"{within}. Nothing was sent. Let that run finish and run again (it will send only what is still "
-            f"needed), or set the sync's lock_timeout (seconds, default 600) to wait longer. A lock ends with the "
-            f"process holding it (a lease in a `locks` table expires {lease_seconds():g} s after).")
+    return (
+        f"Sync {sync!r} is already running: another run of it holds its lock in the state database {where}"
+        f"{within}. Nothing was sent. Let that run finish and run again (it will send only what is still "
+        f"needed), or set the sync's lock_timeout (seconds, default 600) to wait longer. A lock ends with the "
+        f"process holding it (a lease in a `locks` table expires {lease_seconds():g} s after)."
+    )
 
 
 def file_lock(engine: sa.Engine, name: str) -> Lock:
@@ -195,8 +197,7 @@ class NamedLock(_SessionLock):
 class Lease(Lock):
     """Any other database: a row in `{prefix}locks`, renewed while held, taken over only once it expired."""
 
-    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float | None = None) -> None:
+    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str, seconds: float | None = None) -> None:
         self._engine, self._table, self._sync, self._seconds = engine, locks, sync, seconds or lease_seconds()
         self._key = _digest(name, 16).hex()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
@@ -219,8 +220,11 @@ class Lease(Lock):
             connection.execute(sa.delete(table).where(table.c.lock_key == self._key, table.c.expires_at < _expiry(0)))
         try:
             with self._engine.begin() as connection:
-                connection.execute(sa.insert(table).values(
-                    lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)))
+                connection.execute(
+                    sa.insert(table).values(
+                        lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)
+                    )
+                )
         except sa.exc.IntegrityError:
             return False
         return True
@@ -229,8 +233,11 @@ class Lease(Lock):
         table = self._table
         while not self._stop.wait(self._seconds / 3):
             with self._engine.begin() as connection:
-                connection.execute(sa.update(table).where(table.c.lock_key == self._key, table.c.holder == self._holder)
-                                   .values(expires_at=_expiry(self._seconds)))
+                connection.execute(
+                    sa.update(table)
+                    .where(table.c.lock_key == self._key, table.c.holder == self._holder)
+                    .values(expires_at=_expiry(self._seconds))
+                )
 
     def release(self) -> None:
         self._stop.set()
@@ -243,7 +250,8 @@ class Lease(Lock):
 def lease_table(metadata: sa.MetaData, name: str) -> sa.Table:
     """The lease rows of databases without a lock of their own (created on first use only there)."""
     return sa.Table(
-        name, metadata,
+        name,
+        metadata,
         sa.Column("lock_key", sa.String(32), primary_key=True),  # hash of the exact bytes of the sync's name
         sa.Column("sync", sa.String(200), nullable=False),
         sa.Column("holder", sa.String(200), nullable=False),
@@ -273,16 +281,18 @@ class ClaimLease(Lease):
     emulator cannot show.
     """
 
-    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float | None = None) -> None:
+    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str, seconds: float | None = None) -> None:
         super().__init__(engine, claim_table(locks), name, sync, seconds)
 
     def _take(self) -> bool:
         table, mine = self._table, self._table.c.holder == self._holder
         with self._engine.begin() as connection:
             connection.execute(sa.delete(table).where(table.c.lock_key == self._key, table.c.expires_at < _expiry(0)))
-            connection.execute(sa.insert(table).values(
-                lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)))
+            connection.execute(
+                sa.insert(table).values(
+                    lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)
+                )
+            )
         with self._engine.begin() as connection:  # a statement after the claim committed
             holders = connection.execute(sa.select(table.c.holder).where(table.c.lock_key == self._key)).scalars().all()
             if holders == [self._holder]:
@@ -293,5 +303,8 @@ class ClaimLease(Lease):
 
 def claim_table(locks: sa.Table) -> sa.Table:
     """`locks` as `ClaimLease` uses it: the same name and columns, several claims a lock (no primary key)."""
-    return sa.Table(locks.name, sa.MetaData(schema=locks.schema),
-                    *(sa.Column(c.name, c.type, nullable=c.nullable) for c in locks.columns))
+    return sa.Table(
+        locks.name,
+        sa.MetaData(schema=locks.schema),
+        *(sa.Column(c.name, c.type, nullable=c.nullable) for c in locks.columns),
+    )

@@ -20,7 +20,8 @@ from dagster_cdp.sync.reading import SourceShape, execute
 CHUNK_ROWS = 10_000
 # Strings, quoted names, comments, and runs of anything else: enough to find where a query's last statement ends.
 _SQL_TOKEN = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL)
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL
+)
 _QUOTED_NAME = re.compile(r"""(["'`])([^"'`]+)\1""")
 
 
@@ -82,8 +83,9 @@ def _read_failed(definition: SyncDefinition, connection: sa.Connection, error: s
     connection.rollback()  # PostgreSQL answers nothing more in a failed transaction, the hint's lookup included
     hint = _other_case(sa.inspect(connection), [m.group(2) for m in _QUOTED_NAME.finditer(str(error.orig))])
     url = connection.engine.url.render_as_string(hide_password=True)
-    return SourceError(f"Sync {definition.name!r}: reading the source at {url} failed: "
-                       f"{driver_reason(error, connection.engine)}{hint}")
+    return SourceError(
+        f"Sync {definition.name!r}: reading the source at {url} failed: {driver_reason(error, connection.engine)}{hint}"
+    )
 
 
 def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
@@ -97,8 +99,10 @@ def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
         for table in tables:
             if table != name and table.casefold() == name.casefold():
                 folds = dialect_of(inspector.bind).case_folding
-                return f" Table names are case-sensitive here{f' ({folds})' if folds else ''}, and the table is named " \
-                       f"{table!r}."
+                return (
+                    f" Table names are case-sensitive here{f' ({folds})' if folds else ''}, and the table is named "
+                    f"{table!r}."
+                )
     return ""
 
 
@@ -114,8 +118,9 @@ class CursorRead:
 
 
 @contextmanager
-def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShape, cursor: CursorRead | None = None
-                ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+def read_source(
+    engine: sa.Engine, definition: SyncDefinition, shape: SourceShape, cursor: CursorRead | None = None
+) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
     """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one.
 
     `shape` is the source as `describe_source` found it this run. With `cursor`, each row ends with its check
@@ -144,8 +149,10 @@ def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShap
 def tally_below(engine: sa.Engine, definition: SyncDefinition, mark: sa.BindParameter, check: str | None) -> Tally:
     """The tally of the source rows whose cursor is below `mark` now (see `cursor`)."""
     column = engine.dialect.identifier_preparer.quote_identifier(definition.cursor_column)
-    sql = (f"SELECT count(*), coalesce(sum({check or 0}), 0) FROM (\n{source_sql(definition, engine)}\n) AS cdp_source "
-           f"WHERE {column} < :{mark.key}")
+    sql = (
+        f"SELECT count(*), coalesce(sum({check or 0}), 0) FROM (\n{source_sql(definition, engine)}\n) AS cdp_source "
+        f"WHERE {column} < :{mark.key}"
+    )
     with engine.connect() as connection, reading_session(connection):
         rows, total = connection.execute(sa.text(sql).bindparams(mark)).one()
     return Tally(int(rows), int(total))

@@ -52,8 +52,9 @@ class MySQLDialect(Dialect):
         finally:
             connection.exec_driver_sql(f"SET SESSION optimizer_switch = '{before}'")
 
-    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
-              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    def shape(
+        self, columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+    ) -> SourceShape:
         fixers: dict[int, Fixer] = {}
         types: list[Any] = [d[1] for d in description]
         for index, d in enumerate(description):
@@ -84,18 +85,23 @@ class MySQLDialect(Dialect):
         UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python then rejects the row for holding bytes
         that are not UTF-8."""
         text = f"CONVERT({expression} USING utf8mb4)"
-        return (f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
-                f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 60) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
-                "END)")
+        return (
+            f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
+            f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 60) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
+            "END)"
+        )
 
-    def declared_types(self, connection: sa.Connection, table: str, schema: str | None
-                       ) -> dict[str, sa.types.TypeEngine]:
+    def declared_types(
+        self, connection: sa.Connection, table: str, schema: str | None
+    ) -> dict[str, sa.types.TypeEngine]:
         """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as JSON."""
         if not getattr(connection.dialect, "is_mariadb", False):
             return {}
         checks = connection.execute(
-            sa.text("SELECT check_clause FROM information_schema.check_constraints "
-                    "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"),
+            sa.text(
+                "SELECT check_clause FROM information_schema.check_constraints "
+                "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"
+            ),
             {"schema": schema, "name": table},
         ).scalars()
         return {m.group(1): sa.JSON() for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
@@ -141,7 +147,8 @@ class MySQLDialect(Dialect):
                 column = by_name[name].c.sync
                 connection.exec_driver_sql(
                     f"ALTER TABLE {preparer.format_table(by_name[name])} MODIFY sync "
-                    f"{column.type.compile(dialect=engine.dialect)} NOT NULL")
+                    f"{column.type.compile(dialect=engine.dialect)} NOT NULL"
+                )
 
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         return NamedLock(engine, name)
