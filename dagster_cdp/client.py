@@ -8,6 +8,7 @@ refusals into per-call rejections, and retries what may succeed later. It does n
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import logging
 import random
@@ -389,7 +390,7 @@ class PipelinesClient:
         while parts:
             part = parts.pop()
             try:
-                response = self._post("/v1/batch", lambda: packer.body(part), result)
+                response = self._post("/v1/batch", functools.partial(packer.body, part), result)
             except CdpError as error:
                 raise _RequestFailed(error, result) from error
             if response.status_code < 300:

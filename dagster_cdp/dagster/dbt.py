@@ -60,7 +60,7 @@ def build_dbt_sync_assets(
     *,
     group_name: str = "customerio",
     warehouse_kind: str | None = None,
-    automation_condition: dg.AutomationCondition | None = sync_automation_condition(),
+    automation_condition: dg.AutomationCondition | None = sync_automation_condition(),  # noqa: B008  (immutable: one shared value is safe)
 ) -> list[dg.AssetsDefinition]:
     """A sync asset for every `meta.cdp` in the project behind `dbt_assets`, downstream of its model.
 

@@ -5,10 +5,9 @@ Field names say which column feeds what (`id: user_id`), as in `meta: {cdp: {kin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
-
-import dataclasses
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -75,7 +74,9 @@ class SyncModel(BaseModel):
     )
     partitions: int = Field(
         1,
-        description="Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit).",
+        description=(
+            "Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit)."
+        ),
     )
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = Field(
         "fail",

@@ -33,8 +33,10 @@ def partition_run(
         return definition, customerio
     if not context.has_partition_key:
         raise dg.Failure(
-            description=f"Sync {definition.name!r} has {definition.partitions} partitions: launch one partition per run "
-            f"(or a backfill of all {definition.partitions}).",
+            description=(
+                f"Sync {definition.name!r} has {definition.partitions} partitions: "
+                f"launch one partition per run (or a backfill of all {definition.partitions})."
+            ),
             allow_retries=False,
         )
     share = rate_limit_share(customerio.rate_limit, definition.partitions)

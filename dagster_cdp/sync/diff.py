@@ -146,7 +146,7 @@ class WorkFile:
         file = open(path, "wb")
         try:
             for row in rows:
-                file.write(orjson.dumps(dict(zip(names, row))))
+                file.write(orjson.dumps(dict(zip(names, row, strict=False))))
                 file.write(b"\n")
                 pending += 1
                 if pending >= LOAD_ROWS:

@@ -19,12 +19,12 @@ import sqlalchemy as sa
 from dagster_cdp.sync.cursor import next_mark
 from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import People, SyncDefinition
+from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import plan_pushdown
-from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.reading import SourceShape
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns

@@ -2,7 +2,8 @@
 
 Each warehouse's `Dialect` picks one: PostgreSQL a session advisory lock; MySQL/MariaDB GET_LOCK; SQLite and
 DuckDB files an OS lock on a file beside the database (in-memory ones a lock in this process); Snowflake, which
-enforces no primary key, a `ClaimLease` (claim rows, then a read); any other database a lease row in `{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
+enforces no primary key, a `ClaimLease` (claim rows, then a read); any other database a lease row in
+`{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
 expires instead), so a killed run never leaves a sync locked for good.
 """
 
@@ -261,7 +262,7 @@ def lease_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 def _expiry(seconds: float) -> dt.datetime:
     """UTC, naive: `seconds` from now."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
 
 
 class ClaimLease(Lease):

@@ -110,7 +110,10 @@ class Pushdown:
                 f"FROM ({both}) AS cdp_both GROUP BY {', '.join(ks)}"
             )
             diffed = f"SELECT * FROM ({grouped}) AS g WHERE {condition}"
-        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))
+        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks, strict=False))
+        row_keys = ", ".join(
+            f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks, strict=False)
+        )
         state, this_sync = self._state_from(engine, "cdp_full")
         sql = f"""
             WITH src AS (
@@ -122,7 +125,7 @@ class Pushdown:
                 SELECT key_hash, row_hash, version,
                        CASE WHEN payload_hash IS NULL THEN 0 ELSE 1 END AS cdp_live,
                        CASE WHEN failed_hash = '{DELETE_MARK}' THEN 1 ELSE 0 END AS cdp_failed_delete,
-                       {", ".join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
+                       {", ".join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks, strict=False))}
                 FROM ({self._state_sql(engine)}) AS cdp_state
             ), diffed AS (
                 {diffed}
@@ -131,7 +134,7 @@ class Pushdown:
                    {", ".join(f"cdp_full.{f} AS st_{f}" for f in STATE_FIELDS)}, cdp_row.*
             FROM diffed LEFT JOIN {state} AS cdp_full ON cdp_full.key_hash = diffed.st_key_hash AND {this_sync}
             LEFT JOIN (
-                SELECT {", ".join(f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))},
+                SELECT {row_keys},
                        cdp_src.*
                 FROM (\n{self.shape.select(self.source_sql, quote)}\n) AS cdp_src
             ) AS cdp_row ON diffed.cdp_n = 1 AND {" AND ".join(f"cdp_row.cdp_row_{k} = diffed.{k}" for k in ks)}
@@ -259,7 +262,8 @@ class Pushdown:
         return f"SELECT {_fields(engine)} FROM {state} AS cdp_stored WHERE {this_sync}"
 
     def _state_from(self, engine: sa.Engine, alias: str) -> tuple[str, str]:
-        """The state table (an empty relation if there is none yet) and SQL picking this sync's rows of it as `alias`."""
+        """The state table (an empty relation if there is none yet) and SQL picking this sync's rows of it as
+        `alias`."""
         if not self.store.exists():
             kinds = state_field_types(self.dialect.text_type)
             quote = engine.dialect.identifier_preparer.quote

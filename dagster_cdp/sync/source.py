@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
-from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.dialects import dialect_of, reading_session
+from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.reading import SourceShape, execute
 
 CHUNK_ROWS = 10_000
@@ -62,7 +62,8 @@ def describe_source(connection: sa.Connection, definition: SyncDefinition) -> So
         try:
             declared = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
         except sa.exc.DBAPIError:
-            connection.rollback()  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
+            # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
+            connection.rollback()
         declared.update(dialect_of(connection).declared_types(connection, name, schema or None))
     try:
         return source_shape(connection, source_sql(definition, connection.engine), declared)

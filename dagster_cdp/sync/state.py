@@ -63,7 +63,8 @@ class KeyState:
 
 
 class StateStore:
-    """State tables `{prefix}syncs` and `{prefix}state`; pass a separate URL to keep them out of a read-only warehouse."""
+    """State tables `{prefix}syncs` and `{prefix}state`; pass a separate URL to keep them out of a read-only
+    warehouse."""
 
     def __init__(
         self, url_or_engine: str | sa.Engine, *, schema: str | None = None, table_prefix: str = "cdp_"
@@ -322,4 +323,4 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -17,7 +17,8 @@ from dagster_cdp.encoding import ORJSON_INTEGERS, decimal_text, exact_number, ut
 
 
 class BadValueError(ValueError):
-    """A single row's value cannot be sent (NaN, Infinity, unreadable text); that row is rejected, the others proceed."""
+    """A single row's value cannot be sent (NaN, Infinity, unreadable text); that row is rejected, the others
+    proceed."""
 
 
 class Unreadable:

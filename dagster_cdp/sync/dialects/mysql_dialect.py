@@ -81,9 +81,9 @@ class MySQLDialect(Dialect):
         most 512 bytes (a longer string is a BLOB there) and all of them together fit its key (the three parts of
         a relationship's key); unindexed, the join is a quadratic loop (see `diff_session`). A longer key is its
         first 60 characters, `~` and the MD5 of the whole, so it still groups and joins apart from every other key
-        (`key_part` makes the same in Python). A binary string a query makes (a table's binary columns are not exact key types) passes through when it is
-        UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python then rejects the row for holding bytes
-        that are not UTF-8."""
+        (`key_part` makes the same in Python). A binary string a query makes (a table's binary columns are not
+        exact key types) passes through when it is UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python
+        then rejects the row for holding bytes that are not UTF-8."""
         text = f"CONVERT({expression} USING utf8mb4)"
         return (
             f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
@@ -94,7 +94,8 @@ class MySQLDialect(Dialect):
     def declared_types(
         self, connection: sa.Connection, table: str, schema: str | None
     ) -> dict[str, sa.types.TypeEngine]:
-        """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as JSON."""
+        """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as
+        JSON."""
         if not getattr(connection.dialect, "is_mariadb", False):
             return {}
         checks = connection.execute(

@@ -51,7 +51,7 @@ class PostgreSQLDialect(Dialect):
         oids = [d[1] for d in description]
         casts: dict[str, str] = {}
         fixers: dict[int, Fixer] = {}
-        for index, (column, oid) in enumerate(zip(columns, oids)):
+        for index, (column, oid) in enumerate(zip(columns, oids, strict=False)):
             if oid == 700:
                 fixers[index] = single_precision
             elif oid in _TEXT:

@@ -126,7 +126,7 @@ class SnowflakeDialect(Dialect):
         types = [_type_name(d) for d in description]
         casts: dict[str, str] = {}
         fixers: dict[int, Fixer] = {}
-        for index, (column, kind) in enumerate(zip(columns, types)):
+        for index, (column, kind) in enumerate(zip(columns, types, strict=False)):
             if kind in _TEXT:
                 casts[column], reader = _TEXT[kind]
                 fixers[index] = TEXT_READERS[reader]
