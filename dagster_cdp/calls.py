@@ -54,7 +54,7 @@ def problem_with(call: Any) -> str | None:
             return None
         return "identify needs a userId, an anonymousId, or an empty userId with traits.email"
     if kind == "track":
-        event = call.get("event")
+        event: Any = call.get("event")  # any JSON value; a semantic event is named by a string
         if not _present(event):
             return "track needs an event name"
         if not _has_identity(call):

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -353,7 +353,7 @@ class PipelinesClient:
 
     def _batches(
         self, messages: Iterable[dict[str, Any]], packer: BatchPacker, refused: BatchResult
-    ) -> Iterator[Batch]:
+    ) -> Generator[Batch, None, None]:
         for message in messages:
             encoded = self._prepare(message)
             if isinstance(encoded, Rejection):
@@ -401,11 +401,11 @@ class PipelinesClient:
             elif response.status_code in (400, 413):
                 result.rejected.append(Rejection(part.messages[0], _server_reasons(response)))
             else:
-                error = DeliveryError(
+                failure = DeliveryError(
                     f"POST {self.base_url}/v1/batch answered HTTP {response.status_code} "
                     f"({_server_reasons(response)}); check that base_url points at the Pipelines API"
                 )
-                raise _RequestFailed(error, result)
+                raise _RequestFailed(failure, result)
         return result
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

@@ -26,8 +26,8 @@ from dagster_cdp.sync import (
     Suppressions,
     SyncDefinition,
 )
+from dagster_cdp.sync.definition import SyncMapping
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.kinds import CallMapping
 
 KINDS = (
     "people",
@@ -119,7 +119,7 @@ class SyncModel(BaseModel):
             lock_timeout=self.lock_timeout,
         )
 
-    def _mapping(self) -> People | Objects | Relationships | CallMapping:
+    def _mapping(self) -> SyncMapping:
         raise NotImplementedError
 
 
@@ -387,7 +387,7 @@ def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
         raise InvalidSyncError([((), f"a sync must be a mapping with `kind` and `name`, got {raw!r}")])
     fields = dict(raw)
     kind = fields.pop("kind", None)
-    model = _MODELS.get(kind)  # type: ignore[arg-type]
+    model = _MODELS.get(kind)
     if model is None:
         raise InvalidSyncError([(("kind",), f"kind must be one of {', '.join(KINDS)}; got {kind!r}")])
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import dagster as dg
 from pydantic import Field, field_validator
 
-from dagster_cdp.client import PipelinesClient, check_base_url
+from dagster_cdp.client import PipelinesClient, Region, check_base_url
 
 
 class CustomerIOResource(dg.ConfigurableResource):
@@ -41,7 +43,7 @@ class CustomerIOResource(dg.ConfigurableResource):
         """A new client; use it as a context manager so its connections are closed."""
         return PipelinesClient(
             self.api_key,
-            region=self.region or None,  # type: ignore[arg-type]
+            region=cast("Region | None", self.region or None),  # PipelinesClient refuses all but us/eu
             base_url=self.base_url or None,
             strict=self.strict,
             timeout=self.timeout,

@@ -460,6 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    server_address: tuple[str, int]  # an IPv4 socket's (host, port), as bound
     daemon_threads = True
     request_queue_size = 128  # the default backlog of 5 drops connections when many clients connect at once
 

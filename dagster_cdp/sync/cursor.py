@@ -71,12 +71,13 @@ class CursorMark:
         return moment if self.kind == "timestamptz" else moment.replace(tzinfo=None)
 
     def bind_type(self) -> sa.types.TypeEngine:
-        return {
+        types: dict[str, sa.types.TypeEngine] = {
             "timestamp": sa.DateTime(),
             "timestamptz": sa.DateTime(timezone=True),
             "date": sa.Date(),
             "integer": sa.BigInteger(),
-        }[self.kind]
+        }
+        return types[self.kind]
 
 
 def encode(value: Any, column: str) -> tuple[str, int] | None:

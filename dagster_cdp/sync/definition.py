@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
@@ -62,14 +62,18 @@ def _check_object_type(object_type: str | int) -> None:
         raise SourceError(f"object_type must be an integer object type id such as 1, got {object_type!r}.")
 
 
+# What a sync's rows become: one of these mappings.
+SyncMapping: TypeAlias = (
+    People | Objects | Relationships | Devices | Suppressions | Events | Pages | Screens | Aliases | DeliveryReports
+)
+
+
 @dataclass(frozen=True)
 class SyncDefinition:
     """One sync: its stable `name` keys the stored state, so renaming it starts from scratch."""
 
     name: str
-    mapping: (
-        People | Objects | Relationships | Devices | Suppressions | Events | Pages | Screens | Aliases | DeliveryReports
-    )
+    mapping: SyncMapping
     table: str | None = None
     query: str | None = None
     mode: Literal["mirror", "upsert"] = "mirror"

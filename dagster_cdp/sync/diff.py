@@ -215,6 +215,12 @@ class WorkFile:
             FROM state st ANTI JOIN counted c USING (key_hash)
         """)
 
+    def _aggregate(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...]:
+        """The one row of an aggregate query without GROUP BY (there always is one)."""
+        row = self._db.execute(sql, parameters).fetchone()
+        assert row is not None
+        return row
+
     def counts(self) -> dict[str, int]:
         counts = dict(self._db.execute("SELECT operation, count(*) FROM plan GROUP BY operation").fetchall())
         if self._unchanged_elsewhere:
@@ -224,7 +230,7 @@ class WorkFile:
     def previous_accepted(self) -> int:
         if self._previous_accepted is not None:
             return self._previous_accepted
-        return self._db.execute("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL").fetchone()[0]
+        return self._aggregate("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL")[0]
 
     def reported(self) -> list[tuple[str, str, str]]:
         """(key, reason, operation) of rows reported instead of sent; operation 'source' when the row itself is bad."""
@@ -247,10 +253,10 @@ class WorkFile:
         duplicate key, retries exhausted) while its key was never accepted, or without a key. Rows of other
         partitions count as read: the cursor and its tally cover the whole source.
         """
-        highest = self._db.execute(
+        highest = self._aggregate(
             "SELECT max(cursor) FROM (SELECT cursor FROM source UNION ALL SELECT cursor FROM unmapped)"
-        ).fetchone()[0]
-        lowest = self._db.execute(
+        )[0]
+        lowest = self._aggregate(
             """
             SELECT min(cursor) FROM (
                 SELECT cursor FROM source WHERE key_hash IN (SELECT unnest(?::VARCHAR[]))
@@ -261,18 +267,18 @@ class WorkFile:
                 SELECT cursor FROM unmapped WHERE pins
             )""",
             [list(unsettled_key_hashes)],
-        ).fetchone()[0]
+        )[0]
         return highest, lowest
 
     def tally(self, low: int | None, high: int) -> Tally:
         """The rows read with low <= cursor < high (low None: every row below high)."""
-        rows, check = self._db.execute(
+        rows, check = self._aggregate(
             f"""
             SELECT count(*), coalesce(sum(row_check), 0)
             FROM (SELECT cursor, row_check FROM source UNION ALL SELECT cursor, row_check FROM unmapped)
             WHERE cursor < ?{"" if low is None else " AND cursor >= ?"}""",
             [high] + ([] if low is None else [low]),
-        ).fetchone()
+        )
         return Tally(int(rows), int(check))
 
     def unsent_state(self) -> Iterator[list[Any]]:

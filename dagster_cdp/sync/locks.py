@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,13 +62,13 @@ def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
 def file_lock(engine: sa.Engine, name: str) -> Lock:
     """The lock of a database in a file (SQLite, DuckDB): beside the file, or in this process for one in memory."""
     database = engine.url.database
-    if _in_memory(database):
+    if not database or _in_memory(database):
         return _LocalLock((id(engine), name))
     return _FileLock(Path(database), name)
 
 
-def _in_memory(database: str | None) -> bool:
-    return not database or database == ":memory:" or "mode=memory" in database
+def _in_memory(database: str) -> bool:
+    return database == ":memory:" or "mode=memory" in database
 
 
 def lease_seconds() -> float:
@@ -295,7 +295,9 @@ class ClaimLease(Lease):
                 )
             )
         with self._engine.begin() as connection:  # a statement after the claim committed
-            holders = connection.execute(sa.select(table.c.holder).where(table.c.lock_key == self._key)).scalars().all()
+            holders: Sequence[str] = (
+                connection.execute(sa.select(table.c.holder).where(table.c.lock_key == self._key)).scalars().all()
+            )
             if holders == [self._holder]:
                 return True
             connection.execute(sa.delete(table).where(table.c.lock_key == self._key, mine))

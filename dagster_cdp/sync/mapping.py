@@ -81,7 +81,9 @@ def key_of(definition: SyncDefinition) -> Key:
         return ("column", name)
 
     if isinstance(m, People):
-        return Key((column(m.id_column or m.email_column),), json=False)
+        key_column = m.id_column or m.email_column
+        assert key_column is not None  # People requires id_column or email_column
+        return Key((column(key_column),), json=False)
     if isinstance(m, Objects):
         if m.object_type_column:
             return Key((column(m.object_type_column), ("literal", ":"), column(m.id_column)), json=False)
@@ -108,7 +110,8 @@ def mapping_columns(definition: SyncDefinition) -> tuple[list[str], set[str], li
         return keys, set(keys), _listed(m.traits)
     if isinstance(m, CallMapping):
         keys = m.identifier_columns()
-        return keys, {*keys, definition.cursor_column}, _listed(m.value_columns())
+        never_sent = {*keys, definition.cursor_column} if definition.cursor_column is not None else set(keys)
+        return keys, never_sent, _listed(m.value_columns())
     keys = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
     return keys, set(keys), _listed(m.attributes)
 
@@ -179,13 +182,16 @@ class RowMapper:
                 self._key_part(row, m.email_column) if m.email_column else None,
             ]
             user_id, email = parts
-            if m.id_column and user_id is None:
-                return None, f"NULL or empty key in column {m.id_column!r}"
-            if not m.id_column and email is None:
-                return None, f"NULL or empty key in column {m.email_column!r}"
-            key = user_id if m.id_column else email
+            if m.id_column:
+                if user_id is None:
+                    return None, f"NULL or empty key in column {m.id_column!r}"
+                key = user_id
+            else:
+                if email is None:
+                    return None, f"NULL or empty key in column {m.email_column!r}"
+                key = email
             payload_key: dict[str, Any] = {"type": "identify", "userId": user_id if m.id_column else ""}
-            delete_call = (
+            delete_call: dict[str, Any] = (
                 {"type": "track", "event": "User Deleted", "userId": user_id}
                 if m.id_column
                 else {"type": "track", "event": "User Deleted", "userId": "", "context": {"traits": {"email": email}}}
@@ -272,7 +278,9 @@ class RowMapper:
 
     def cursor_of(self, row: Sequence[Any]) -> int | None:
         """The row's encoded cursor value (None when NULL or unreadable); one sync's values must share a kind."""
-        value = row[self._cursor_index] if self._cursor_index is not None else None
+        if self._cursor_index is None or self._cursor_column is None:
+            return None  # no cursor column: as for a NULL value
+        value = row[self._cursor_index]
         encoded = None if isinstance(value, Unreadable) else encode(value, self._cursor_column)
         if encoded is None:
             return None

@@ -192,8 +192,8 @@ class Pushdown:
             for row in chunk:
                 parts = [p.decode() if isinstance(p, bytes) else p for p in row[:width]]
                 count, row_hash = row[width], row[width + 1]
-                state = tuple(row[width + 2 : width + 2 + state_width])
-                state = state if state[1] is not None else None
+                stored = tuple(row[width + 2 : width + 2 + state_width])
+                state = stored if stored[1] is not None else None
                 if count is None:
                     yield DiffedRow([], state)
                 elif any(p is None for p in parts):
@@ -253,7 +253,9 @@ class Pushdown:
         d = self.definition
         if d.partition is None:
             return ""
-        bucket = partition_sql(self.dialect.bucket(self._src_keys(engine, alias, whole=True)[0]), d.partitions)
+        key_bucket = self.dialect.bucket(self._src_keys(engine, alias, whole=True)[0])
+        assert key_bucket is not None  # every dialect with the in-warehouse diff has an md5
+        bucket = partition_sql(key_bucket, d.partitions)
         return f" WHERE {bucket} = {int(d.partition)}"
 
     def _state_sql(self, engine: sa.Engine) -> str:

@@ -61,7 +61,7 @@ class SourceShape:
 @contextmanager
 def session_setting(connection: sa.Connection, current: str, assign: str, value: str) -> Iterator[None]:
     """`assign` (a SET statement taking `{}`) sets `value` for the block; what `current` read is set back after."""
-    before = connection.exec_driver_sql(current).scalar_one()
+    before: object = connection.exec_driver_sql(current).scalar_one()
     connection.exec_driver_sql(assign.format(value))
     try:
         yield

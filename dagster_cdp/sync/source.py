@@ -42,6 +42,7 @@ def source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
     if definition.query is not None:
         sql = trimmed_query(definition.query)
     else:
+        assert definition.table is not None  # SyncDefinition has exactly one of table and query
         schema, _, name = definition.table.rpartition(".")
         sql = f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
     return dialect_of(engine).named(engine, sql)
@@ -131,6 +132,7 @@ def read_source(
         quote = engine.dialect.identifier_preparer.quote_identifier
         sql = source_sql(definition, engine)
         if cursor is not None:
+            assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
             column = quote(definition.cursor_column)
             window = f" WHERE {column} >= :{cursor.since.key} OR {column} IS NULL" if cursor.since is not None else ""
             sql = f"SELECT cdp_source.*, {cursor.check or 0} AS cdp_check FROM (\n{sql}\n) AS cdp_source{window}"
@@ -149,11 +151,12 @@ def read_source(
 
 def tally_below(engine: sa.Engine, definition: SyncDefinition, mark: sa.BindParameter, check: str | None) -> Tally:
     """The tally of the source rows whose cursor is below `mark` now (see `cursor`)."""
+    assert definition.cursor_column is not None  # asked only of a sync with a cursor column
     column = engine.dialect.identifier_preparer.quote_identifier(definition.cursor_column)
     sql = (
         f"SELECT count(*), coalesce(sum({check or 0}), 0) FROM (\n{source_sql(definition, engine)}\n) AS cdp_source "
         f"WHERE {column} < :{mark.key}"
     )
     with engine.connect() as connection, reading_session(connection):
-        rows, total = connection.execute(sa.text(sql).bindparams(mark)).one()
+        rows, total = connection.execute(sa.text(sql).bindparams(mark)).tuples().one()
     return Tally(int(rows), int(total))

@@ -81,9 +81,13 @@ class DuckDBDialect(Dialect):
     def bounded(self, engine: sa.Engine) -> Iterator[None]:
         """Lowers the memory limit (a setting of the whole database) for the block, then restores it."""
         with engine.connect() as connection:
-            before, order = connection.exec_driver_sql(
-                "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')"
-            ).one()
+            before, order = (
+                connection.exec_driver_sql(
+                    "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')"
+                )
+                .tuples()
+                .one()
+            )
             lowered = _bytes(before) > _bytes(WAREHOUSE_MEMORY_LIMIT)
             if lowered:
                 connection.exec_driver_sql(f"SET memory_limit = '{WAREHOUSE_MEMORY_LIMIT}'")

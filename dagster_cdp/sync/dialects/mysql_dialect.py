@@ -44,7 +44,7 @@ class MySQLDialect(Dialect):
         MariaDB a block nested loop over both sides: 100,000 rows took more than 10 minutes. Kept apart
         (`derived_merge=off`), each is materialized and indexed on its join column (`derived_with_keys`), so the
         joins are lookups. Both settings exist in MySQL too; the previous ones are set back after."""
-        before = connection.exec_driver_sql("SELECT @@session.optimizer_switch").scalar_one()
+        before: str = connection.exec_driver_sql("SELECT @@session.optimizer_switch").scalar_one()
         connection.exec_driver_sql("SET SESSION optimizer_switch = 'derived_merge=off,derived_with_keys=on'")
         try:
             with self.session(connection):
@@ -98,7 +98,7 @@ class MySQLDialect(Dialect):
         JSON."""
         if not getattr(connection.dialect, "is_mariadb", False):
             return {}
-        checks = connection.execute(
+        checks: sa.ScalarResult[object] = connection.execute(
             sa.text(
                 "SELECT check_clause FROM information_schema.check_constraints "
                 "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"
@@ -143,6 +143,7 @@ class MySQLDialect(Dialect):
         ).bindparams(sa.bindparam("names", expanding=True))
         preparer = engine.dialect.identifier_preparer
         schema = next(iter(tables)).schema if tables else None
+        name: str
         with engine.begin() as connection:
             for name in connection.execute(found, {"schema": schema, "names": list(by_name)}).scalars():
                 column = by_name[name].c.sync

@@ -131,8 +131,8 @@ class SnowflakeDialect(Dialect):
                 casts[column], reader = _TEXT[kind]
                 fixers[index] = TEXT_READERS[reader]
             elif kind in _JSON:
-                if _JSON[kind] is not None:
-                    casts[column] = _JSON[kind]
+                if (json_cast := _JSON[kind]) is not None:
+                    casts[column] = json_cast
                 fixers[index] = json_value
         return SourceShape(columns, types, casts, fixers)
 
