@@ -54,7 +54,7 @@ def problem_with(call: Any) -> str | None:
             return None
         return "identify needs a userId, an anonymousId, or an empty userId with traits.email"
     if kind == "track":
-        event = call.get("event")
+        event: Any = call.get("event")  # any JSON value; a semantic event is named by a string
         if not _present(event):
             return "track needs an event name"
         if not _has_identity(call):
@@ -72,7 +72,7 @@ def problem_with(call: Any) -> str | None:
         if isinstance(traits, dict) and "objectTypeId" in traits:
             type_id = traits["objectTypeId"]
             if not (isinstance(type_id, str) and type_id.isdigit()):
-                return f"traits.objectTypeId must be a string of digits such as \"1\", not {type_id!r}"
+                return f'traits.objectTypeId must be a string of digits such as "1", not {type_id!r}'
         return None
     # alias
     if not _present(call.get("previousId")) or not _present(call.get("userId")):

@@ -8,6 +8,7 @@ refusals into per-call rejections, and retries what may succeed later. It does n
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import logging
 import random
@@ -15,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -115,7 +116,7 @@ class PipelinesClient:
     ) -> None:
         if not api_key or not api_key.strip():
             raise ValueError("the Customer.io API key is empty: set it (for example from CDP_API_KEY)")
-        key_region = (match.group(1) if (match := _KEY_WITH_REGION.match(api_key)) else None)
+        key_region = match.group(1) if (match := _KEY_WITH_REGION.match(api_key)) else None
         if region is not None and region not in REGION_HOSTS:
             raise ValueError(f"region must be 'us' or 'eu', not {region!r}")
         if region is not None and key_region is not None and region != key_region:
@@ -233,7 +234,12 @@ class PipelinesClient:
         """Merge `previous_id` into the profile `user_id`."""
         self._single("alias", {"previousId": previous_id, "userId": user_id}, options)
 
-    _OPTIONS = {"context": "context", "integrations": "integrations", "message_id": "messageId", "timestamp": "timestamp"}
+    _OPTIONS = {
+        "context": "context",
+        "integrations": "integrations",
+        "message_id": "messageId",
+        "timestamp": "timestamp",
+    }
 
     def _single(self, kind: str, fields: dict[str, Any], options: dict[str, Any]) -> None:
         unknown = set(options) - set(self._OPTIONS)
@@ -294,8 +300,10 @@ class PipelinesClient:
 
         def finished(block: bool) -> Iterator[BatchResult]:
             nonlocal last_progress
-            done, _ = wait(pending, return_when=FIRST_COMPLETED) if block else (
-                {future for future in pending if future.done()}, None
+            done, _ = (
+                wait(pending, return_when=FIRST_COMPLETED)
+                if block
+                else ({future for future in pending if future.done()}, None)
             )
             for future in done:
                 pending.discard(future)
@@ -310,7 +318,10 @@ class PipelinesClient:
                 last_progress = time.monotonic()
                 log.info(
                     "delivered %d calls in %d requests so far (%d rejected, %d retries)",
-                    progress.accepted, progress.requests, len(progress.rejected), progress.retries,
+                    progress.accepted,
+                    progress.requests,
+                    len(progress.rejected),
+                    progress.retries,
                 )
 
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="cdp-send") as pool:
@@ -340,7 +351,9 @@ class PipelinesClient:
             auth = [failure for failure in failures if isinstance(failure, AuthenticationError)]
             raise (auth or failures)[0]
 
-    def _batches(self, messages: Iterable[dict[str, Any]], packer: BatchPacker, refused: BatchResult) -> Iterator[Batch]:
+    def _batches(
+        self, messages: Iterable[dict[str, Any]], packer: BatchPacker, refused: BatchResult
+    ) -> Generator[Batch, None, None]:
         for message in messages:
             encoded = self._prepare(message)
             if isinstance(encoded, Rejection):
@@ -377,7 +390,7 @@ class PipelinesClient:
         while parts:
             part = parts.pop()
             try:
-                response = self._post("/v1/batch", lambda: packer.body(part), result)
+                response = self._post("/v1/batch", functools.partial(packer.body, part), result)
             except CdpError as error:
                 raise _RequestFailed(error, result) from error
             if response.status_code < 300:
@@ -388,11 +401,11 @@ class PipelinesClient:
             elif response.status_code in (400, 413):
                 result.rejected.append(Rejection(part.messages[0], _server_reasons(response)))
             else:
-                error = DeliveryError(
+                failure = DeliveryError(
                     f"POST {self.base_url}/v1/batch answered HTTP {response.status_code} "
                     f"({_server_reasons(response)}); check that base_url points at the Pipelines API"
                 )
-                raise _RequestFailed(error, result)
+                raise _RequestFailed(failure, result)
         return result
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

@@ -25,8 +25,8 @@ _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 def utc_iso(value: dt.datetime) -> str:
     """A datetime as ISO-8601 in UTC (`2024-05-01T10:30:00Z`); a naive one is taken as UTC."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 ORJSON_INTEGERS = range(-(2**63), 2**64)  # the integers orjson writes itself; others go through Decimal
@@ -60,8 +60,9 @@ def exact_loads(data: str | bytes) -> Any:
     text = data if isinstance(data, str) else data.decode()
     if _LONG_NUMBER.search(text) is None:
         return orjson.loads(text)
-    return json.loads(text, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)),
-                      parse_constant=_not_json)
+    return json.loads(
+        text, parse_float=_exact_float, parse_int=lambda text: exact_number(int(text)), parse_constant=_not_json
+    )
 
 
 def _not_json(token: str) -> Any:

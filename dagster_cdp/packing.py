@@ -21,7 +21,7 @@ _SENT_AT_LENGTH = len("2026-01-01T00:00:00.000000Z")
 
 def sent_at_now() -> bytes:
     """The `sentAt` stamp of a request, always the same length so sizes stay exact."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
 
 
 @dataclass

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
+from tests.warehouses import KINDS, MARIADB, POSTGRES, Warehouse, snowflake_schema
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,3 +62,50 @@ def client(emulator: Emulator) -> Iterable[PipelinesClient]:
     """A client of the clean emulator that retries for up to 20 s."""
     with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as c:
         yield c
+
+
+@pytest.fixture(params=KINDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    """An empty database of each kind (tests/warehouses.py), dropped after; narrow the kinds with
+    `@pytest.mark.parametrize("warehouse", [...], indirect=True)`."""
+    kind = request.param
+    name = f"cdp_test_{uuid.uuid4().hex[:12]}"
+    if kind == "sqlite":
+        place = Warehouse(kind, f"sqlite:///{tmp_path / 'warehouse.sqlite'}", "main")
+        yield place
+        place.release()
+    elif kind == "duckdb":
+        place = Warehouse(kind, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", "main")
+        yield place
+        place.release()
+    elif kind == "postgresql":
+        admin = sa.create_engine(POSTGRES)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        place = Warehouse(kind, f"{POSTGRES}?options=-csearch_path%3D{name}", name)
+        try:
+            yield place
+        finally:
+            place.release()
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+            admin.dispose()
+    elif kind == "snowflake":
+        with snowflake_schema(name) as url:
+            place = Warehouse(kind, url, name)
+            try:
+                yield place
+            finally:
+                place.release()
+    else:
+        admin = sa.create_engine(MARIADB)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        place = Warehouse(kind, f"{MARIADB}/{name}?charset=utf8mb4", name)
+        try:
+            yield place
+        finally:
+            place.release()
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE `{name}`")
+            admin.dispose()

@@ -31,7 +31,7 @@ from dagster_cdp.sync import (
 )
 from dagster_cdp.sync.dialects import dialect_of
 from dagster_cdp.sync.report import SyncReport
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 T0 = dt.datetime(2024, 3, 1, 12, 0)
 # Key values that collide under a careless comparison: case, trailing space, accents, quotes, JSON escapes, ''.

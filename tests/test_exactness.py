@@ -18,7 +18,7 @@ from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.database import as_engine
 from dagster_cdp.sync.errors import SchemaChangedError
-from tests.warehouses import Warehouse, execute, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse, execute
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))
 # A session time zone per warehouse, as a server or process set to it would give.

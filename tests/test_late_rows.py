@@ -20,7 +20,7 @@ from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
 from dagster_cdp.sync import Events, StateStore, SyncDefinition, run_sync
 from tests.reliability import kill_after_requests
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 T0 = dt.datetime(2024, 3, 1, 12, 0)
 COLUMNS = {"event_id": sa.Integer, "user_id": sa.String(20), "event": sa.String(50), "occurred_at": sa.DateTime,

@@ -14,14 +14,14 @@ from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import Aliases, Devices, People, Relationships, SyncDefinition, run_sync
 from dagster_cdp.sync.partitions import partition_of
 from dagster_cdp.sync.dialects import dialect_of
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 # Equal under MariaDB's default utf8mb4_general_ci (case, accents, PAD SPACE), distinct keys for Customer.io.
 LOOKALIKES = ["a", "A", "a ", "á", "Á", "ä", "a  "]
 
 
 @pytest.fixture
-def one(warehouse: Warehouse) -> Warehouse:  # noqa: F811
+def one(warehouse: Warehouse) -> Warehouse:
     if warehouse.kind != "mariadb":
         pytest.skip("MariaDB only")
     return warehouse

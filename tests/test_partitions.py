@@ -13,7 +13,7 @@ from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, SourceError, SyncDefinition, run_sync
 from dagster_cdp.sync.partitions import partition_of
 from tests.test_sync_engine import PEOPLE_COLUMNS, expected_people, people_rows
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 PARTITIONS = 3
 

@@ -16,7 +16,7 @@ from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.dialects import dialect_of
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, expected_people, people_rows
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator, FaultConfig
 from tests.reliability import World, held, sync_all
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("reading", "diffing", "sending", "writing state")

@@ -33,7 +33,7 @@ from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.errors import AuthenticationError, DeliveryError
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 COLUMNS = {"id": sa.Integer, "plan": sa.String(20)}
 ROWS = [{"id": i, "plan": "free"} for i in range(1, 301)]

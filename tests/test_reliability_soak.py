@@ -15,7 +15,7 @@ from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
 from dagster_cdp.sync import SyncDefinition, run_sync
 from tests.reliability import SYNCS, World, held
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 ROUNDS = 5
 PADDING = 8_000  # ~60 calls a request, so each sync takes several requests

@@ -15,7 +15,7 @@ from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.dialects import dialect_of
 from dagster_cdp.sync.locks import ClaimLease, lease_table
 from dagster_cdp.sync.partitions import partition_of
-from tests.warehouses import KINDS, Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import KINDS, Warehouse
 
 snowflake = pytest.mark.parametrize("warehouse", ["snowflake"], indirect=True)
 KEYS = ["1", "42", "", "user@example.com", "héllo wörld", "日本語", "a'b", "x" * 300, "0" * 7, "ffffff"]

@@ -9,7 +9,7 @@ import pytest
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
 from tests.test_sync_engine import PEOPLE_COLUMNS, expected_people, people_rows
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 snowflake = pytest.mark.parametrize("warehouse", ["snowflake"], indirect=True)
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))

@@ -14,7 +14,7 @@ from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, SourceError, SyncDefinition, run_sync
-from tests.warehouses import Warehouse, sqlite_warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse, sqlite_warehouse
 
 COLUMNS = {"id": sa.String(10), "plan": sa.String(10)}
 ROWS = [{"id": "a", "plan": "gold"}]

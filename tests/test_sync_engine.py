@@ -20,7 +20,7 @@ from dagster_cdp.sync import (
     SyncDefinition,
     run_sync,
 )
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 PEOPLE_COLUMNS = {"id": sa.Integer, "email": sa.String(100), "plan": sa.String(20), "seats": sa.Integer}
 

@@ -14,7 +14,7 @@ from dagster_cdp.emulator import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
 from dagster_cdp.sync import People, SyncDefinition, run_sync
 from tests.reliability import kill_after_requests
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 COLUMNS = {"id": sa.Integer, "plan": sa.String(20), "padding": sa.Text}
 SYNC = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))

@@ -32,7 +32,7 @@ from dagster_cdp.sync import (
 from dagster_cdp.sync.cursor import CursorMark, Tally, next_mark
 from dagster_cdp.sync.source import trimmed_query
 from tests.reliability import kill_after_requests
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 T0 = dt.datetime(2024, 3, 1, 12, 0)
 EVENT_COLUMNS = {"event_id": sa.Integer, "user_id": sa.String(20), "event": sa.String(50),

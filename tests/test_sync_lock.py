@@ -22,7 +22,7 @@ from dagster_cdp.sync import People, StateStore, SyncDefinition, SyncLockedError
 from dagster_cdp.sync.locks import ClaimLease, Lease, lease_table
 from tests.polling import until
 from tests.test_sync_engine import PEOPLE_COLUMNS, people_rows
-from tests.warehouses import POSTGRES, Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import POSTGRES, Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"), lock_timeout=120)

@@ -11,7 +11,7 @@ from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.state import KeyState
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 
 def test_state_round_trips_long_unicode_keys_and_replaces_per_key(warehouse: Warehouse) -> None:

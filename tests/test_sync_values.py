@@ -15,7 +15,7 @@ from dagster_cdp.client import PipelinesClient
 from dagster_cdp.emulator import Emulator
 from dagster_cdp.sync import People, SyncDefinition, run_sync
 from dagster_cdp.sync.mapping import RowMapper
-from tests.warehouses import Warehouse, warehouse  # noqa: F401  (fixture)
+from tests.warehouses import Warehouse
 
 SYNC = SyncDefinition(name="typed", table="typed", mapping=People(id_column="id"))
 

@@ -1,20 +1,18 @@
 """Real warehouses for the sync tests: SQLite and DuckDB files, a fresh PostgreSQL schema, a fresh MariaDB database,
 and a fresh schema on the local fakesnow server scripts/test starts.
 
-Use `warehouse` as a fixture (import it into the test module); each test gets an empty place, dropped after.
+The `warehouse` fixture (tests/conftest.py) gives each test an empty place of each kind, dropped after.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.sync import StateStore
@@ -116,48 +114,3 @@ def snowflake_schema(name: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA {SNOWFLAKE_DATABASE}.{name} CASCADE")
         admin.dispose()
-
-
-@pytest.fixture(params=KINDS)
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    kind = request.param
-    name = f"cdp_test_{uuid.uuid4().hex[:12]}"
-    if kind == "sqlite":
-        place = Warehouse(kind, f"sqlite:///{tmp_path / 'warehouse.sqlite'}", "main")
-        yield place
-        place.release()
-    elif kind == "duckdb":
-        place = Warehouse(kind, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", "main")
-        yield place
-        place.release()
-    elif kind == "postgresql":
-        admin = sa.create_engine(POSTGRES)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-        place = Warehouse(kind, f"{POSTGRES}?options=-csearch_path%3D{name}", name)
-        try:
-            yield place
-        finally:
-            place.release()
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-            admin.dispose()
-    elif kind == "snowflake":
-        with snowflake_schema(name) as url:
-            place = Warehouse(kind, url, name)
-            try:
-                yield place
-            finally:
-                place.release()
-    else:
-        admin = sa.create_engine(MARIADB)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        place = Warehouse(kind, f"{MARIADB}/{name}?charset=utf8mb4", name)
-        try:
-            yield place
-        finally:
-            place.release()
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f"DROP DATABASE `{name}`")
-            admin.dispose()

@@ -1,6 +1,7 @@
 """Sync assets: one asset per sync, for code-first users (`build_sync_assets`) and for the component."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypedDict, Unpack
 
 import dagster as dg
 
@@ -72,10 +73,22 @@ def build_sync_asset(
     return sync_multi_asset(definition, spec or sync_asset_spec(definition), max_rejected_fraction, execute)
 
 
-def build_sync_assets(definitions: Sequence[SyncDefinition], **spec_options: object) -> list[dg.AssetsDefinition]:
+class SpecOptions(TypedDict, total=False):
+    """The options of `sync_asset_spec` besides the definition."""
+
+    key: str | dg.AssetKey | None
+    deps: Iterable[str | dg.AssetKey | dg.AssetSpec | dg.AssetsDefinition]
+    group_name: str
+    warehouse_kind: str | None
+    automation_condition: dg.AutomationCondition | None
+
+
+def build_sync_assets(
+    definitions: Sequence[SyncDefinition], **spec_options: Unpack[SpecOptions]
+) -> list[dg.AssetsDefinition]:
     """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`."""
     check_names(definitions)
-    return [build_sync_asset(d, spec=sync_asset_spec(d, **spec_options)) for d in definitions]  # type: ignore[arg-type]
+    return [build_sync_asset(d, spec=sync_asset_spec(d, **spec_options)) for d in definitions]
 
 
 def sync_multi_asset(
@@ -118,5 +131,7 @@ def sync_events(
     if report.dry_run:
         yield dg.AssetObservation(asset_key=asset_key, metadata=metadata)
     else:
-        checks = [] if max_rejected_fraction is None else [rejection_check_result(asset_key, report, max_rejected_fraction)]
+        checks = (
+            [] if max_rejected_fraction is None else [rejection_check_result(asset_key, report, max_rejected_fraction)]
+        )
         yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks)

@@ -22,7 +22,8 @@ def build_sync_schedule(
     target: dg.AssetSelection | None = None,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
 ) -> dg.ScheduleDefinition:
-    """A schedule for every sync asset (those of kind `customerio`), hourly unless told otherwise; start it in the UI."""
+    """A schedule for every sync asset (those of kind `customerio`), hourly unless told
+    otherwise; start it in the UI."""
     return dg.ScheduleDefinition(
         name=name,
         cron_schedule=cron_schedule,

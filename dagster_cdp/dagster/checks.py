@@ -28,6 +28,10 @@ def rejection_check_result(
         asset_key=asset_key,
         check_name=REJECTION_CHECK_NAME,
         passed=rejected <= allowed,
-        metadata={"rejected": rejected, "source_rows": report.source_rows, "max_rejected_fraction": max_rejected_fraction},
+        metadata={
+            "rejected": rejected,
+            "source_rows": report.source_rows,
+            "max_rejected_fraction": max_rejected_fraction,
+        },
         description=None if rejected <= allowed else f"{rejected:,} rows rejected, more than {allowed:,.1f} allowed.",
     )

@@ -52,7 +52,9 @@ def _located(context: dg.ResolutionContext, path: list[str | int], message: str)
     full_path = [*context.path, *path]
     if context.source_position_tree is None:
         return ResolutionException(f"{'.'.join(map(str, full_path))}: {message}")
-    source = context.source_position_tree.source_error(yaml_path=full_path, inline_error_message=message, value_error=True)
+    source = context.source_position_tree.source_error(
+        yaml_path=full_path, inline_error_message=message, value_error=True
+    )
     return ResolutionException(
         f"{source.file_name}:{source.start_line_no} - {source.location}: {message}\n{source.snippet}"
     )
@@ -70,7 +72,9 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         ),
     ]
     group_name: str = Field("customerio", description="Asset group of the sync assets.")
-    warehouse_kind: str | None = Field(None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb.")
+    warehouse_kind: str | None = Field(
+        None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb."
+    )
 
     def get_asset_spec(self, sync: SyncModel) -> dg.AssetSpec:
         """The asset spec of one sync; override to change keys, groups, tags or automation."""

@@ -23,6 +23,7 @@ from dagster_cdp.dagster.assets import build_sync_asset, sync_asset_spec
 from dagster_cdp.dagster.automation import sync_automation_condition
 from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, name_clash, parse_sync
 
+
 def dbt_declared_syncs(manifest: dict[str, Any]) -> list[tuple[str, SyncModel]]:
     """(model name, sync) for every sync declared in `meta.cdp` of a dbt model, seed or snapshot."""
     found: list[tuple[str, SyncModel]] = []
@@ -59,7 +60,7 @@ def build_dbt_sync_assets(
     *,
     group_name: str = "customerio",
     warehouse_kind: str | None = None,
-    automation_condition: dg.AutomationCondition | None = sync_automation_condition(),
+    automation_condition: dg.AutomationCondition | None = sync_automation_condition(),  # noqa: B008  (immutable: one shared value is safe)
 ) -> list[dg.AssetsDefinition]:
     """A sync asset for every `meta.cdp` in the project behind `dbt_assets`, downstream of its model.
 

@@ -5,10 +5,9 @@ Field names say which column feeds what (`id: user_id`), as in `meta: {cdp: {kin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
-
-import dataclasses
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,11 +26,21 @@ from dagster_cdp.sync import (
     Suppressions,
     SyncDefinition,
 )
+from dagster_cdp.sync.definition import SyncMapping
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.kinds import CallMapping
 
-KINDS = ("people", "objects", "relationships", "devices", "suppressions", "events", "pages", "screens", "aliases",
-         "delivery_reports")
+KINDS = (
+    "people",
+    "objects",
+    "relationships",
+    "devices",
+    "suppressions",
+    "events",
+    "pages",
+    "screens",
+    "aliases",
+    "delivery_reports",
+)
 
 
 class InvalidSyncError(CdpError, ValueError):
@@ -57,16 +66,22 @@ class SyncModel(BaseModel):
     context: dict[str, Any] | None = Field(None, description="Extra `context` fields sent with every call.")
     integrations: dict[str, Any] | None = Field(None, description="`integrations` sent with every call.")
     asset_key: str | None = Field(None, description='Asset key, "/"-separated; default "cdp_<name>".')
-    deps: list[str] = Field(default_factory=list, description='Upstream asset keys ("/"-separated), e.g. the source model.')
+    deps: list[str] = Field(
+        default_factory=list, description='Upstream asset keys ("/"-separated), e.g. the source model.'
+    )
     max_rejected_fraction: float = Field(
         0.0, description="The rejection check fails when rejected rows exceed this share of source rows."
     )
     partitions: int = Field(
-        1, description="Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit)."
+        1,
+        description=(
+            "Hash partitions of the key, one Dagster partition each (run in parallel; they share the rate limit)."
+        ),
     )
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = Field(
-        "fail", description="When a mapping that sends every column sees columns added or removed (as in dbt): "
-        "fail (send nothing), append_new_columns (send new ones), sync_all_columns (also clear removed ones)."
+        "fail",
+        description="When a mapping that sends every column sees columns added or removed (as in dbt): "
+        "fail (send nothing), append_new_columns (send new ones), sync_all_columns (also clear removed ones).",
     )
     lock_timeout: float = Field(
         600, description="Seconds a run waits for another run of this sync to finish before failing (0: fail at once)."
@@ -104,7 +119,7 @@ class SyncModel(BaseModel):
             lock_timeout=self.lock_timeout,
         )
 
-    def _mapping(self) -> People | Objects | Relationships | CallMapping:
+    def _mapping(self) -> SyncMapping:
         raise NotImplementedError
 
 
@@ -147,7 +162,10 @@ class ObjectsSyncModel(SyncModel):
 
     def _mapping(self) -> Objects:
         return Objects(
-            id_column=self.id, object_type=self.object_type, object_type_column=self.object_type_column, traits=self.traits
+            id_column=self.id,
+            object_type=self.object_type,
+            object_type_column=self.object_type_column,
+            traits=self.traits,
         )
 
 
@@ -182,11 +200,17 @@ class DevicesSyncModel(SyncModel):
     user_id: str = Field(description="Column sent as userId (the device's person).")
     token: str = Field(description="Column sent as context.device.token.")
     platform: str = Field(description="Column sent as context.device.type (ios, android, ...).")
-    attributes: list[str] | None = Field(None, description="Columns sent as device attributes; default every other column.")
+    attributes: list[str] | None = Field(
+        None, description="Columns sent as device attributes; default every other column."
+    )
 
     def _mapping(self) -> Devices:
-        return Devices(user_id_column=self.user_id, token_column=self.token, platform_column=self.platform,
-                       attributes=self.attributes)
+        return Devices(
+            user_id_column=self.user_id,
+            token_column=self.token,
+            platform_column=self.platform,
+            attributes=self.attributes,
+        )
 
 
 class SuppressionsSyncModel(SyncModel):
@@ -203,19 +227,25 @@ class SendOnceSyncModel(SyncModel):
     """Kinds whose rows are each sent once ever, optionally read incrementally by a cursor column."""
 
     cursor: str | None = Field(
-        None, description="Cursor column (e.g. loaded_at, occurred_at): the portable diff reads only rows at or "
-                          "after the sync's mark, once the rows below it are verified to be those already settled, "
-                          "else every row; late rows are never missed. The in-warehouse diff does not need it."
+        None,
+        description="Cursor column (e.g. loaded_at, occurred_at): the portable diff reads only rows at or "
+        "after the sync's mark, once the rows below it are verified to be those already settled, "
+        "else every row; late rows are never missed. The in-warehouse diff does not need it.",
     )
-    lookback: float = Field(0, description="Seconds (units, for an integer cursor) also re-read below the cursor's "
-                                           "mark; not needed, since the rows below the mark are verified.")
+    lookback: float = Field(
+        0,
+        description="Seconds (units, for an integer cursor) also re-read below the cursor's "
+        "mark; not needed, since the rows below the mark are verified.",
+    )
 
     @model_validator(mode="after")
     def _valid_send_once(self) -> SendOnceSyncModel:
         for field in ("mode", "max_delete_fraction"):
             if field in self.model_fields_set:
-                raise ValueError(f"{field!r} does not apply to {self.kind} syncs: each row is sent once, never updated "
-                                 "or deleted; leave it out")
+                raise ValueError(
+                    f"{field!r} does not apply to {self.kind} syncs: each row is sent once, never updated "
+                    "or deleted; leave it out"
+                )
         if self.lookback and self.cursor is None:
             raise ValueError("lookback needs `cursor` (the column to read incrementally by)")
         if self.lookback < 0:
@@ -242,9 +272,14 @@ class EventsSyncModel(SendOnceSyncModel):
     properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
 
     def _mapping(self) -> Events:
-        return Events(id_column=self.id, event_column=self.event, user_id_column=self.user_id,
-                      anonymous_id_column=self.anonymous_id, timestamp_column=self.timestamp,
-                      properties=self.properties)
+        return Events(
+            id_column=self.id,
+            event_column=self.event,
+            user_id_column=self.user_id,
+            anonymous_id_column=self.anonymous_id,
+            timestamp_column=self.timestamp,
+            properties=self.properties,
+        )
 
 
 class PagesSyncModel(SendOnceSyncModel):
@@ -259,9 +294,14 @@ class PagesSyncModel(SendOnceSyncModel):
     properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
 
     def _mapping(self) -> Pages:
-        return Pages(id_column=self.id, name_column=self.page_name, user_id_column=self.user_id,
-                     anonymous_id_column=self.anonymous_id, timestamp_column=self.timestamp,
-                     properties=self.properties)
+        return Pages(
+            id_column=self.id,
+            name_column=self.page_name,
+            user_id_column=self.user_id,
+            anonymous_id_column=self.anonymous_id,
+            timestamp_column=self.timestamp,
+            properties=self.properties,
+        )
 
 
 class ScreensSyncModel(SendOnceSyncModel):
@@ -276,9 +316,14 @@ class ScreensSyncModel(SendOnceSyncModel):
     properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
 
     def _mapping(self) -> Screens:
-        return Screens(id_column=self.id, name_column=self.screen_name, user_id_column=self.user_id,
-                       anonymous_id_column=self.anonymous_id, timestamp_column=self.timestamp,
-                       properties=self.properties)
+        return Screens(
+            id_column=self.id,
+            name_column=self.screen_name,
+            user_id_column=self.user_id,
+            anonymous_id_column=self.anonymous_id,
+            timestamp_column=self.timestamp,
+            properties=self.properties,
+        )
 
 
 class AliasesSyncModel(SendOnceSyncModel):
@@ -303,19 +348,37 @@ class DeliveryReportsSyncModel(SendOnceSyncModel):
     anonymous_id: str | None = Field(None, description="Column sent as anonymousId.")
     timestamp: str | None = Field(None, description="Column sent as timestamp (when the metric happened).")
     properties: list[str] | None = Field(
-        None, description="Columns sent as further properties (e.g. recipient, reason, href); default every other column."
+        None,
+        description="Columns sent as further properties (e.g. recipient, reason, href); default every other column.",
     )
 
     def _mapping(self) -> DeliveryReports:
-        return DeliveryReports(id_column=self.id, delivery_id_column=self.delivery_id, metric_column=self.metric,
-                               user_id_column=self.user_id, anonymous_id_column=self.anonymous_id,
-                               timestamp_column=self.timestamp, properties=self.properties)
+        return DeliveryReports(
+            id_column=self.id,
+            delivery_id_column=self.delivery_id,
+            metric_column=self.metric,
+            user_id_column=self.user_id,
+            anonymous_id_column=self.anonymous_id,
+            timestamp_column=self.timestamp,
+            properties=self.properties,
+        )
 
 
-_MODELS: dict[str, type[SyncModel]] = {m.kind: m for m in (
-    PeopleSyncModel, ObjectsSyncModel, RelationshipsSyncModel, DevicesSyncModel, SuppressionsSyncModel,
-    EventsSyncModel, PagesSyncModel, ScreensSyncModel, AliasesSyncModel, DeliveryReportsSyncModel,
-)}
+_MODELS: dict[str, type[SyncModel]] = {
+    m.kind: m
+    for m in (
+        PeopleSyncModel,
+        ObjectsSyncModel,
+        RelationshipsSyncModel,
+        DevicesSyncModel,
+        SuppressionsSyncModel,
+        EventsSyncModel,
+        PagesSyncModel,
+        ScreensSyncModel,
+        AliasesSyncModel,
+        DeliveryReportsSyncModel,
+    )
+}
 
 
 def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
@@ -324,7 +387,7 @@ def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
         raise InvalidSyncError([((), f"a sync must be a mapping with `kind` and `name`, got {raw!r}")])
     fields = dict(raw)
     kind = fields.pop("kind", None)
-    model = _MODELS.get(kind)  # type: ignore[arg-type]
+    model = _MODELS.get(kind)
     if model is None:
         raise InvalidSyncError([(("kind",), f"kind must be one of {', '.join(KINDS)}; got {kind!r}")])
     try:

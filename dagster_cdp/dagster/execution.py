@@ -24,7 +24,8 @@ class SyncRunConfig(dg.Config):
 
     dry_run: bool = Field(False, description="Plan only: report what would be sent; send nothing, write no state.")
     full_resync: bool = Field(
-        False, description="Resend every row (and deletions for keys gone from the source); needed after a mapping change."
+        False,
+        description="Resend every row (and deletions for keys gone from the source); needed after a mapping change.",
     )
     force: bool = Field(False, description="Send deletions even when they exceed the sync's max_delete_fraction guard.")
 

@@ -24,18 +24,24 @@ def sync_partitions_def(definition: SyncDefinition) -> dg.StaticPartitionsDefini
 
 
 def partition_run(
-    context: dg.AssetExecutionContext | dg.OpExecutionContext, definition: SyncDefinition, customerio: CustomerIOResource
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    definition: SyncDefinition,
+    customerio: CustomerIOResource,
 ) -> tuple[SyncDefinition, CustomerIOResource]:
     """The definition and resource for this run's partition; unchanged for an unpartitioned sync."""
     if definition.partitions == 1:
         return definition, customerio
     if not context.has_partition_key:
         raise dg.Failure(
-            description=f"Sync {definition.name!r} has {definition.partitions} partitions: launch one partition per run "
-            f"(or a backfill of all {definition.partitions}).",
+            description=(
+                f"Sync {definition.name!r} has {definition.partitions} partitions: "
+                f"launch one partition per run (or a backfill of all {definition.partitions})."
+            ),
             allow_retries=False,
         )
     share = rate_limit_share(customerio.rate_limit, definition.partitions)
     fields = {name: getattr(customerio, name) for name in CustomerIOResource.model_fields}
-    return (dataclasses.replace(definition, partition=int(context.partition_key)),
-            CustomerIOResource(**{**fields, "rate_limit": share}))
+    return (
+        dataclasses.replace(definition, partition=int(context.partition_key)),
+        CustomerIOResource(**{**fields, "rate_limit": share}),
+    )

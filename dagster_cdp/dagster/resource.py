@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import dagster as dg
 from pydantic import Field, field_validator
 
-from dagster_cdp.client import PipelinesClient, check_base_url
+from dagster_cdp.client import PipelinesClient, Region, check_base_url
 
 
 class CustomerIOResource(dg.ConfigurableResource):
@@ -20,8 +22,12 @@ class CustomerIOResource(dg.ConfigurableResource):
     region: str | None = Field(
         None, description="Data center, us or eu; default: the key's own region (pk_eu_/sk_eu_ keys), else us."
     )
-    base_url: str | None = Field(None, description="Overrides the region's host (no /v1 suffix), e.g. a local emulator.")
-    strict: bool = Field(True, description="Strict mode: invalid calls come back as rejections instead of being dropped.")
+    base_url: str | None = Field(
+        None, description="Overrides the region's host (no /v1 suffix), e.g. a local emulator."
+    )
+    strict: bool = Field(
+        True, description="Strict mode: invalid calls come back as rejections instead of being dropped."
+    )
     timeout: float = Field(30.0, description="Seconds to wait for one HTTP request.")
     max_retry_seconds: float = Field(120.0, description="Give up retrying a failing request after this many seconds.")
     max_concurrency: int = Field(4, description="Requests in flight at once.")
@@ -37,7 +43,7 @@ class CustomerIOResource(dg.ConfigurableResource):
         """A new client; use it as a context manager so its connections are closed."""
         return PipelinesClient(
             self.api_key,
-            region=self.region or None,  # type: ignore[arg-type]
+            region=cast("Region | None", self.region or None),  # PipelinesClient refuses all but us/eu
             base_url=self.base_url or None,
             strict=self.strict,
             timeout=self.timeout,

@@ -17,7 +17,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """A SQLAlchemy URL (any dialect installed: DuckDB, PostgreSQL, Snowflake, ...). Use dg.EnvVar when it holds a password.
 
     Sync state goes into the warehouse itself unless `state_url` names another database (for read-only warehouses).
-    """
+    """  # noqa: E501  (Dagster shows this docstring as is as the resource's description)
 
     url: str = Field(description="SQLAlchemy URL of the warehouse, e.g. postgresql+psycopg://user@host/db.", repr=False)
     state_url: str | None = Field(

@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from dagster_cdp.encoding import dumps, exact_loads
 from dagster_cdp.emulator.faults import Fault, FaultConfig, FaultInjector
 from dagster_cdp.emulator.state import Workspace
 from dagster_cdp.emulator.validation import call_error
+from dagster_cdp.encoding import dumps, exact_loads
 
 MAX_CALL_BYTES = 32_000
 MAX_BODY_BYTES = 500_000
@@ -460,6 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    server_address: tuple[str, int]  # an IPv4 socket's (host, port), as bound
     daemon_threads = True
     request_queue_size = 128  # the default backlog of 5 drops connections when many clients connect at once
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster_cdp.encoding import dumps, exact_loads
 from dagster_cdp.emulator.validation import DEVICE_EVENTS, effective_context, is_id
+from dagster_cdp.encoding import dumps, exact_loads
 
 DEFAULT_OBJECT_TYPE_ID = "1"
 

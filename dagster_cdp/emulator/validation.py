@@ -97,4 +97,4 @@ def _object_type_error(fields: dict[str, Any], where: str) -> str | None:
         return None
     if isinstance(object_type_id, str) and object_type_id.isascii() and object_type_id.isdigit():
         return None
-    return f"{where}.objectTypeId must be a string of digits, like \"1\"; got {object_type_id!r}"
+    return f'{where}.objectTypeId must be a string of digits, like "1"; got {object_type_id!r}'

@@ -1,5 +1,7 @@
 """The sync engine: warehouse table or query in, only the changes out to Customer.io. Works without Dagster.
 
+For example:
+
     from dagster_cdp.client import PipelinesClient
     from dagster_cdp.sync import People, SyncDefinition, run_sync
 

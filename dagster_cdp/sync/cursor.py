@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from dagster_cdp.sync.errors import SourceError
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 # How a cursor value is stored: timestamps (naive ones are UTC) and dates as epoch microseconds, integers as is.
 KINDS = ("timestamp", "timestamptz", "date", "integer")
@@ -71,8 +71,13 @@ class CursorMark:
         return moment if self.kind == "timestamptz" else moment.replace(tzinfo=None)
 
     def bind_type(self) -> sa.types.TypeEngine:
-        return {"timestamp": sa.DateTime(), "timestamptz": sa.DateTime(timezone=True), "date": sa.Date(),
-                "integer": sa.BigInteger()}[self.kind]
+        types: dict[str, sa.types.TypeEngine] = {
+            "timestamp": sa.DateTime(),
+            "timestamptz": sa.DateTime(timezone=True),
+            "date": sa.Date(),
+            "integer": sa.BigInteger(),
+        }
+        return types[self.kind]
 
 
 def encode(value: Any, column: str) -> tuple[str, int] | None:
@@ -81,10 +86,10 @@ def encode(value: Any, column: str) -> tuple[str, int] | None:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            return "timestamp", (value.replace(tzinfo=dt.timezone.utc) - _EPOCH) // _MICROSECOND
+            return "timestamp", (value.replace(tzinfo=dt.UTC) - _EPOCH) // _MICROSECOND
         return "timestamptz", (value - _EPOCH) // _MICROSECOND
     if isinstance(value, dt.date):
-        return "date", (dt.datetime.combine(value, dt.time(), dt.timezone.utc) - _EPOCH) // _MICROSECOND
+        return "date", (dt.datetime.combine(value, dt.time(), dt.UTC) - _EPOCH) // _MICROSECOND
     if isinstance(value, int) and not isinstance(value, bool):
         return "integer", value
     if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
@@ -95,8 +100,14 @@ def encode(value: Any, column: str) -> tuple[str, int] | None:
     )
 
 
-def next_mark(previous: CursorMark | None, column: str, kind: str | None, read_max: int | None, pin: int | None,
-              tally: Callable[[int | None, int], Tally]) -> CursorMark | None:
+def next_mark(
+    previous: CursorMark | None,
+    column: str,
+    kind: str | None,
+    read_max: int | None,
+    pin: int | None,
+    tally: Callable[[int | None, int], Tally],
+) -> CursorMark | None:
     """The mark after a run that read from the verified mark `previous` (None: it read the whole source).
 
     `read_max` is the highest cursor read, `pin` the lowest cursor of a row read and not settled, and

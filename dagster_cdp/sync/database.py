@@ -11,16 +11,32 @@ import sqlalchemy as sa
 from dagster_cdp.sync.errors import SourceError
 
 # backend -> (extra of dagster-cdp installing its driver, the URL scheme that driver takes)
-_EXTRAS = {"postgresql": ("postgres", "postgresql+psycopg"), "mysql": ("mysql", "mysql+pymysql"),
-           "mariadb": ("mysql", "mariadb+pymysql"), "duckdb": ("duckdb", "duckdb"),
-           "snowflake": ("snowflake", "snowflake")}
+_EXTRAS = {
+    "postgresql": ("postgres", "postgresql+psycopg"),
+    "mysql": ("mysql", "mysql+pymysql"),
+    "mariadb": ("mysql", "mariadb+pymysql"),
+    "duckdb": ("duckdb", "duckdb"),
+    "snowflake": ("snowflake", "snowflake"),
+}
 # Connector arguments snowflake-sqlalchemy refuses in a URL's query (they change where it connects or which local files
 # it reads): a warehouse URL is the operator's own configuration, so they go to the connector as connect_args instead,
 # with `port` (which the dialect would only honour with the host in the URL's authority) and the booleans typed.
-_SNOWFLAKE_CONNECT_ARGS = frozenset({
-    "host", "port", "protocol", "token_file_path", "private_key_file", "ocsp_response_cache_filename",
-    "connection_diag_log_path", "crl_cache_dir", "unsafe_file_write", "unsafe_skip_file_permissions_check",
-    "unsafe_skip_config_file_permissions_check", "crl_unsafe_skip_file_permissions_check"})
+_SNOWFLAKE_CONNECT_ARGS = frozenset(
+    {
+        "host",
+        "port",
+        "protocol",
+        "token_file_path",
+        "private_key_file",
+        "ocsp_response_cache_filename",
+        "connection_diag_log_path",
+        "crl_cache_dir",
+        "unsafe_file_write",
+        "unsafe_skip_file_permissions_check",
+        "unsafe_skip_config_file_permissions_check",
+        "crl_unsafe_skip_file_permissions_check",
+    }
+)
 _MISSPELT = {"postgres": "postgresql+psycopg", "postgres+psycopg": "postgresql+psycopg"}  # Heroku and libpq spell it so
 
 
@@ -31,8 +47,10 @@ def as_engine(warehouse: str | sa.Engine) -> sa.Engine:
     try:
         url = sa.make_url(warehouse)
     except sa.exc.ArgumentError:
-        raise SourceError("The warehouse URL is not a SQLAlchemy URL; write it as "
-                          "dialect+driver://user:password@host/database, e.g. postgresql+psycopg://...") from None
+        raise SourceError(
+            "The warehouse URL is not a SQLAlchemy URL; write it as "
+            "dialect+driver://user:password@host/database, e.g. postgresql+psycopg://..."
+        ) from None
     url, connect_args = _connect_args(url)
     try:
         return sa.create_engine(url, connect_args=connect_args) if connect_args else sa.create_engine(url)
@@ -93,8 +111,9 @@ def check_connects(*engines: sa.Engine) -> None:
 
 def unreachable(engine: sa.Engine, error: sa.exc.DBAPIError) -> SourceError:
     """The error for a database that refused a connection: its URL (no password) and the driver's reason."""
-    return SourceError(f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
-                       f"{driver_reason(error, engine)}")
+    return SourceError(
+        f"cannot connect to {engine.url.render_as_string(hide_password=True)}: {driver_reason(error, engine)}"
+    )
 
 
 def driver_reason(error: sa.exc.DBAPIError, engine: sa.Engine) -> str:

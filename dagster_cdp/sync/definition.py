@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
@@ -62,13 +62,18 @@ def _check_object_type(object_type: str | int) -> None:
         raise SourceError(f"object_type must be an integer object type id such as 1, got {object_type!r}.")
 
 
+# What a sync's rows become: one of these mappings.
+SyncMapping: TypeAlias = (
+    People | Objects | Relationships | Devices | Suppressions | Events | Pages | Screens | Aliases | DeliveryReports
+)
+
+
 @dataclass(frozen=True)
 class SyncDefinition:
     """One sync: its stable `name` keys the stored state, so renaming it starts from scratch."""
 
     name: str
-    mapping: (People | Objects | Relationships | Devices | Suppressions | Events | Pages | Screens | Aliases
-              | DeliveryReports)
+    mapping: SyncMapping
     table: str | None = None
     query: str | None = None
     mode: Literal["mirror", "upsert"] = "mirror"
@@ -100,8 +105,10 @@ class SyncDefinition:
         if self.max_row_attempts < 1:
             raise SourceError(f"Sync {self.name!r}: max_row_attempts must be at least 1.")
         if self.on_schema_change not in ("fail", "append_new_columns", "sync_all_columns"):
-            raise SourceError(f"Sync {self.name!r}: on_schema_change must be 'fail', 'append_new_columns' or "
-                              f"'sync_all_columns' (as in dbt), got {self.on_schema_change!r}.")
+            raise SourceError(
+                f"Sync {self.name!r}: on_schema_change must be 'fail', 'append_new_columns' or "
+                f"'sync_all_columns' (as in dbt), got {self.on_schema_change!r}."
+            )
         if not self.lock_timeout >= 0:
             raise SourceError(f"Sync {self.name!r}: lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}.")
         if isinstance(self.mapping, People) and self.mapping.id_column is None and self.mode == "mirror":
@@ -120,15 +127,21 @@ class SyncDefinition:
                 "delivery_reports); other kinds must read every row to see changes and deletions."
             )
         if self.partitions < 1 or (self.partition is not None and not 0 <= self.partition < self.partitions):
-            raise SourceError(f"Sync {self.name!r}: partitions must be >= 1 and partition between 0 and "
-                              f"{self.partitions - 1}; got partitions={self.partitions}, partition={self.partition}.")
+            raise SourceError(
+                f"Sync {self.name!r}: partitions must be >= 1 and partition between 0 and "
+                f"{self.partitions - 1}; got partitions={self.partitions}, partition={self.partition}."
+            )
         seconds = self.lookback.total_seconds() if isinstance(self.lookback, dt.timedelta) else self.lookback
         if seconds < 0 or (seconds and self.cursor_column is None):
-            raise SourceError(f"Sync {self.name!r}: lookback must be >= 0 and needs cursor_column; got {self.lookback!r}.")
+            raise SourceError(
+                f"Sync {self.name!r}: lookback must be >= 0 and needs cursor_column; got {self.lookback!r}."
+            )
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What the stored state depends on: changing any of it means already-sent rows may be wrong."""
-        mapping = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dataclasses.asdict(self.mapping).items()}
+        mapping = {
+            k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dataclasses.asdict(self.mapping).items()
+        }
         if "object_type" in mapping:
             mapping["object_type"] = str(mapping["object_type"])
         return {

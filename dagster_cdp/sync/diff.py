@@ -20,9 +20,17 @@ from dagster_cdp.sync.cursor import Tally
 from dagster_cdp.sync.mapping import MappedRow, json_text
 from dagster_cdp.sync.state import state_field_types
 
-_SOURCE_COLUMNS = {"key_hash": "VARCHAR", "key": "VARCHAR", "payload_hash": "VARCHAR", "payload": "VARCHAR",
-                   "delete_call": "VARCHAR", "problem": "VARCHAR", "cursor": "BIGINT", "row_hash": "VARCHAR",
-                   "row_check": "BIGINT"}
+_SOURCE_COLUMNS = {
+    "key_hash": "VARCHAR",
+    "key": "VARCHAR",
+    "payload_hash": "VARCHAR",
+    "payload": "VARCHAR",
+    "delete_call": "VARCHAR",
+    "problem": "VARCHAR",
+    "cursor": "BIGINT",
+    "row_hash": "VARCHAR",
+    "row_check": "BIGINT",
+}
 _STATE_COLUMNS = state_field_types("VARCHAR")
 LOAD_ROWS = 50_000
 FETCH_ROWS = 5_000
@@ -82,10 +90,24 @@ class WorkFile:
         self._dir.cleanup()
 
     def add_source(self, rows: Iterable[MappedRow]) -> None:
-        self._load("source", _SOURCE_COLUMNS, (
-            (r.key_hash, r.key, r.payload_hash, json_text(r.payload), json_text(r.delete_call), r.problem, r.cursor,
-             r.row_hash, r.check)
-            for r in rows))
+        self._load(
+            "source",
+            _SOURCE_COLUMNS,
+            (
+                (
+                    r.key_hash,
+                    r.key,
+                    r.payload_hash,
+                    json_text(r.payload),
+                    json_text(r.delete_call),
+                    r.problem,
+                    r.cursor,
+                    r.row_hash,
+                    r.check,
+                )
+                for r in rows
+            ),
+        )
 
     def add_state(self, rows: Iterable[Sequence[Any]]) -> None:
         self._load("state", _STATE_COLUMNS, rows)
@@ -115,14 +137,16 @@ class WorkFile:
         names = list(columns)
         spec = ", ".join(f"{name}: '{kind}'" for name, kind in columns.items())
         quoted_path = path.replace("'", "''")
-        sql = (f"INSERT INTO {table} SELECT {', '.join(names)} FROM read_json('{quoted_path}', "
-               f"format='newline_delimited', columns={{{spec}}})")
+        sql = (
+            f"INSERT INTO {table} SELECT {', '.join(names)} FROM read_json('{quoted_path}', "
+            f"format='newline_delimited', columns={{{spec}}})"
+        )
         pending = 0
         # Lines go straight to the file: holding orjson's bytes objects in a list costs ~4 KB each.
         file = open(path, "wb")
         try:
             for row in rows:
-                file.write(orjson.dumps(dict(zip(names, row))))
+                file.write(orjson.dumps(dict(zip(names, row, strict=False))))
                 file.write(b"\n")
                 pending += 1
                 if pending >= LOAD_ROWS:
@@ -191,6 +215,12 @@ class WorkFile:
             FROM state st ANTI JOIN counted c USING (key_hash)
         """)
 
+    def _aggregate(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...]:
+        """The one row of an aggregate query without GROUP BY (there always is one)."""
+        row = self._db.execute(sql, parameters).fetchone()
+        assert row is not None
+        return row
+
     def counts(self) -> dict[str, int]:
         counts = dict(self._db.execute("SELECT operation, count(*) FROM plan GROUP BY operation").fetchall())
         if self._unchanged_elsewhere:
@@ -200,7 +230,7 @@ class WorkFile:
     def previous_accepted(self) -> int:
         if self._previous_accepted is not None:
             return self._previous_accepted
-        return self._db.execute("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL").fetchone()[0]
+        return self._aggregate("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL")[0]
 
     def reported(self) -> list[tuple[str, str, str]]:
         """(key, reason, operation) of rows reported instead of sent; operation 'source' when the row itself is bad."""
@@ -223,9 +253,11 @@ class WorkFile:
         duplicate key, retries exhausted) while its key was never accepted, or without a key. Rows of other
         partitions count as read: the cursor and its tally cover the whole source.
         """
-        highest = self._db.execute(
-            "SELECT max(cursor) FROM (SELECT cursor FROM source UNION ALL SELECT cursor FROM unmapped)").fetchone()[0]
-        lowest = self._db.execute("""
+        highest = self._aggregate(
+            "SELECT max(cursor) FROM (SELECT cursor FROM source UNION ALL SELECT cursor FROM unmapped)"
+        )[0]
+        lowest = self._aggregate(
+            """
             SELECT min(cursor) FROM (
                 SELECT cursor FROM source WHERE key_hash IN (SELECT unnest(?::VARCHAR[]))
                 UNION ALL
@@ -233,16 +265,20 @@ class WorkFile:
                 WHERE p.operation IN ('problem', 'duplicate', 'exhausted') AND st.payload_hash IS NULL
                 UNION ALL
                 SELECT cursor FROM unmapped WHERE pins
-            )""", [list(unsettled_key_hashes)]).fetchone()[0]
+            )""",
+            [list(unsettled_key_hashes)],
+        )[0]
         return highest, lowest
 
     def tally(self, low: int | None, high: int) -> Tally:
         """The rows read with low <= cursor < high (low None: every row below high)."""
-        rows, check = self._db.execute(f"""
+        rows, check = self._aggregate(
+            f"""
             SELECT count(*), coalesce(sum(row_check), 0)
             FROM (SELECT cursor, row_check FROM source UNION ALL SELECT cursor, row_check FROM unmapped)
-            WHERE cursor < ?{'' if low is None else ' AND cursor >= ?'}""", [high] + ([] if low is None else [low])
-        ).fetchone()
+            WHERE cursor < ?{"" if low is None else " AND cursor >= ?"}""",
+            [high] + ([] if low is None else [low]),
+        )
         return Tally(int(rows), int(check))
 
     def unsent_state(self) -> Iterator[list[Any]]:
@@ -275,16 +311,25 @@ class WorkFile:
         cursor = self._db.cursor()
         try:
             placeholders = ", ".join("?" for _ in operations)
-            sql = (f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
-                   f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash "
-                   f"FROM plan WHERE operation IN ({placeholders})")
+            sql = (
+                f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
+                f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash "
+                f"FROM plan WHERE operation IN ({placeholders})"
+            )
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
             cursor.execute(sql, list(operations))
             while chunk := cursor.fetchmany(FETCH_ROWS):
                 for row in chunk:
-                    yield PlannedCall(row[0], row[1], row[2], row[3], exact_loads(row[4]),
-                                      orjson.loads(row[5]) if row[5] else None, *row[6:])
+                    yield PlannedCall(
+                        row[0],
+                        row[1],
+                        row[2],
+                        row[3],
+                        exact_loads(row[4]),
+                        orjson.loads(row[5]) if row[5] else None,
+                        *row[6:],
+                    )
         finally:
             cursor.close()
 

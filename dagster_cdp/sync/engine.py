@@ -19,12 +19,12 @@ import sqlalchemy as sa
 from dagster_cdp.sync.cursor import next_mark
 from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import People, SyncDefinition
+from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import plan_pushdown
-from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.reading import SourceShape
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
@@ -80,10 +80,13 @@ def run_sync(
         raise ValueError(f"Sync {definition.name!r} needs a PipelinesClient to send with (or pass dry_run=True).")
     if definition.partitions > 1:
         if definition.partition is None:
-            raise SourceError(f"Sync {definition.name!r} has {definition.partitions} partitions: run each one "
-                              f"(partition=0 to {definition.partitions - 1}), e.g. as the asset's Dagster partitions.")
-        definition = dataclasses.replace(definition, name=partition_name(
-            definition.name, definition.partition, definition.partitions))  # its own state, messageIds, report
+            raise SourceError(
+                f"Sync {definition.name!r} has {definition.partitions} partitions: run each one "
+                f"(partition=0 to {definition.partitions - 1}), e.g. as the asset's Dagster partitions."
+            )
+        definition = dataclasses.replace(
+            definition, name=partition_name(definition.name, definition.partition, definition.partitions)
+        )  # its own state, messageIds, report
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
     # The lock first: a DuckDB file admits one process, so a second run must wait before it opens the file.
@@ -97,21 +100,40 @@ def run_sync(
                 engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
 
 
-def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient | None, store: StateStore,
-         dry_run: bool, full_resync: bool, force: bool, log: logging.Logger, started: float) -> SyncReport:
+def _run(
+    definition: SyncDefinition,
+    engine: sa.Engine,
+    client: PipelinesClient | None,
+    store: StateStore,
+    dry_run: bool,
+    full_resync: bool,
+    force: bool,
+    log: logging.Logger,
+    started: float,
+) -> SyncReport:
     stored = store.fingerprint(definition.name)  # a store brings tables of earlier versions up to date first
     shape = _describe(definition, engine)
     mapping_fields = definition.fingerprint_fields()
     if stored is not None and not full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):
-        raise MappingChangedError(_mapping_change(definition.name, _mapping_of(stored[1]), mapping_fields) + (
-            " (Rows of this send-once sync that were already sent are not sent again.)"
-            if definition.send_once else ""))
+        raise MappingChangedError(
+            _mapping_change(definition.name, _mapping_of(stored[1]), mapping_fields)
+            + (
+                " (Rows of this send-once sync that were already sent are not sent again.)"
+                if definition.send_once
+                else ""
+            )
+        )
     values = resolve_columns(definition, shape.columns, stored[1] if stored else None, full_resync=full_resync)
     fields = {**mapping_fields, **recorded_fields(values)}
     fingerprint = hash_hex(canonical_json(fields))
     pushdown, why_portable = plan_pushdown(definition, engine, store, shape, values)
-    report = SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync,
-                        diff="in-warehouse" if pushdown else "portable", diff_reason=why_portable)
+    report = SyncReport(
+        sync=definition.name,
+        dry_run=dry_run,
+        full_resync=full_resync,
+        diff="in-warehouse" if pushdown else "portable",
+        diff_reason=why_portable,
+    )
     if stored is not None:
         _settle(definition, store, log, after_crash=True)  # a killed run's acknowledgements, before the diff
 
@@ -125,14 +147,20 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
         cursor_kind = None if pushdown else _read(definition, engine, work, report, log, shape, values, cursor)
         if cursor and cursor.mark is not None and cursor_kind not in (None, cursor.mark.kind):
-            raise SourceError(f"Sync {definition.name!r}: cursor column {cursor.mark.column!r} held {cursor.mark.kind} "
-                              f"values and now holds {cursor_kind} values; run once with full_resync=True to read it "
-                              "whole.")
+            raise SourceError(
+                f"Sync {definition.name!r}: cursor column {cursor.mark.column!r} held {cursor.mark.kind} "
+                f"values and now holds {cursor_kind} values; run once with full_resync=True to read it "
+                "whole."
+            )
         log.debug("sync %r: diffing against the stored state", definition.name)
         if pushdown is None:
             work.add_state(store.iter_rows(definition.name, CHUNK_ROWS))
-        work.plan(mirror=definition.mode == "mirror", full_resync=full_resync,
-                  max_row_attempts=definition.max_row_attempts, send_once=definition.send_once)
+        work.plan(
+            mirror=definition.mode == "mirror",
+            full_resync=full_resync,
+            max_row_attempts=definition.max_row_attempts,
+            send_once=definition.send_once,
+        )
         counts = work.counts()
         _guard(definition, work, counts, report, force)
         report.unchanged = counts.get("unchanged", 0)
@@ -150,13 +178,16 @@ def _run(definition: SyncDefinition, engine: sa.Engine, client: PipelinesClient 
             store.create_tables()
             if stored is None:
                 store.save_fingerprint(definition.name, fingerprint, fields)
+            assert client is not None  # run_sync refuses a run without a client unless it is a dry run
             unsettled = _deliver(definition, client, store, work, report, log)
             for rows in work.unsent_state():
                 store.record(definition.name, [KeyState(*row) for row in rows])
             _settle(definition, store, log)
             if cursor is not None:
-                new_mark = next_mark(cursor.mark, definition.cursor_column, cursor_kind, *work.cursor_extent(unsettled),
-                                     work.tally)
+                assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
+                new_mark = next_mark(
+                    cursor.mark, definition.cursor_column, cursor_kind, *work.cursor_extent(unsettled), work.tally
+                )
                 if new_mark is not None and new_mark != cursor.mark:
                     store.save_cursor_mark(definition.name, new_mark)
             store.forget(definition.name, work.forgotten())
@@ -171,29 +202,40 @@ def _settle(definition: SyncDefinition, store: StateStore, log: logging.Logger, 
     log.debug("sync %r: settling state", definition.name)
     settled = store.settle(definition.name)
     if settled and after_crash:
-        log.info("sync %r: a previous run stopped before settling its state; folded its %d acknowledgements "
-                 "into the state table", definition.name, settled)
+        log.info(
+            "sync %r: a previous run stopped before settling its state; folded its %d acknowledgements "
+            "into the state table",
+            definition.name,
+            settled,
+        )
     elif settled:
         log.debug("sync %r: folded %d acknowledgements into the state table", definition.name, settled)
 
 
-def _cursor_read(definition: SyncDefinition, engine: sa.Engine, store: StateStore, full_resync: bool,
-                 log: logging.Logger) -> CursorRead:
+def _cursor_read(
+    definition: SyncDefinition, engine: sa.Engine, store: StateStore, full_resync: bool, log: logging.Logger
+) -> CursorRead:
     """Reads from the stored mark only if the rows below it are still exactly those the sync settled (`cursor`)."""
     quote = engine.dialect.identifier_preparer.quote_identifier
     check = dialect_of(engine).row_check([f"cdp_source.{quote(c)}" for c in key_of(definition).columns()])
     mark = None if full_resync else store.cursor_mark(definition.name)
     if mark is None or mark.column != definition.cursor_column:
         return CursorRead(check)
-    below = tally_below(engine, definition, sa.bindparam("cdp_mark", mark.as_value(mark.value), type_=mark.bind_type()),
-                        check)
+    below = tally_below(
+        engine, definition, sa.bindparam("cdp_mark", mark.as_value(mark.value), type_=mark.bind_type()), check
+    )
     if below != mark.below:
-        log.info("sync %r: the source rows below the cursor mark are not those already settled (%s rows now, %s "
-                 "then: rows arrived late, were replaced or removed); reading the whole source", definition.name,
-                 f"{below.rows:,}", "unknown" if mark.below is None else f"{mark.below.rows:,}")
+        log.info(
+            "sync %r: the source rows below the cursor mark are not those already settled (%s rows now, %s "
+            "then: rows arrived late, were replaced or removed); reading the whole source",
+            definition.name,
+            f"{below.rows:,}",
+            "unknown" if mark.below is None else f"{mark.below.rows:,}",
+        )
         return CursorRead(check)
-    return CursorRead(check, mark, sa.bindparam("cdp_since", mark.lower_bound(definition.lookback),
-                                                type_=mark.bind_type()))
+    return CursorRead(
+        check, mark, sa.bindparam("cdp_since", mark.lower_bound(definition.lookback), type_=mark.bind_type())
+    )
 
 
 def _describe(definition: SyncDefinition, engine: sa.Engine) -> SourceShape:
@@ -207,9 +249,16 @@ def _mapping_of(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in plain.items() if k not in ("hash", "columns", "cleared")}
 
 
-def _read(definition: SyncDefinition, engine: sa.Engine, work: WorkFile, report: SyncReport,
-          log: logging.Logger, shape: SourceShape, values: ValueColumns, cursor: CursorRead | None = None
-          ) -> str | None:
+def _read(
+    definition: SyncDefinition,
+    engine: sa.Engine,
+    work: WorkFile,
+    report: SyncReport,
+    log: logging.Logger,
+    shape: SourceShape,
+    values: ValueColumns,
+    cursor: CursorRead | None = None,
+) -> str | None:
     """Streams the source through the mapper into the work file; rows without a key are reported here.
 
     Returns how the cursor values were encoded (None without a cursor column or when no row had one).
@@ -253,8 +302,7 @@ def _in_partition(definition: SyncDefinition, result: MappedRow | tuple[None, st
     return partition_of(result.key, definition.partitions) == definition.partition
 
 
-def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], report: SyncReport,
-           force: bool) -> None:
+def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], report: SyncReport, force: bool) -> None:
     """Refuses mass deletions before anything is sent: they are far more often a broken model than intent."""
     deletions = counts.get("delete", 0)
     previous = work.previous_accepted()
@@ -278,8 +326,10 @@ def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], r
 def _call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str, Any]:
     if send_once:
         return {**planned.call, "messageId": send_once_message_id(sync, planned.key)}
-    return {**planned.call,
-            "messageId": message_id(sync, planned.operation, planned.key, planned.payload_hash, planned.version)}
+    return {
+        **planned.call,
+        "messageId": message_id(sync, planned.operation, planned.key, planned.payload_hash, planned.version),
+    }
 
 
 def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
@@ -289,8 +339,14 @@ def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
     return context or None
 
 
-def _deliver(definition: SyncDefinition, client: PipelinesClient, store: StateStore, work: WorkFile,
-             report: SyncReport, log: logging.Logger) -> list[str]:
+def _deliver(
+    definition: SyncDefinition,
+    client: PipelinesClient,
+    store: StateStore,
+    work: WorkFile,
+    report: SyncReport,
+    log: logging.Logger,
+) -> list[str]:
     """Sends the planned calls and records each delivered request's outcome as soon as it is yielded.
 
     Returns the key hashes sent and not accepted (the high-water mark of an incremental read stops at them).
@@ -306,8 +362,11 @@ def _deliver(definition: SyncDefinition, client: PipelinesClient, store: StateSt
 
     last_progress = time.monotonic()
     log.debug("sync %r: sending the changes", definition.name)
-    results = client.deliver(calls(), context=_batch_context(definition),
-                             integrations=dict(definition.integrations) if definition.integrations else None)
+    results = client.deliver(
+        calls(),
+        context=_batch_context(definition),
+        integrations=dict(definition.integrations) if definition.integrations else None,
+    )
     for result in results:
         acknowledged = _acknowledgements(result, in_flight, report)
         store.record(definition.name, acknowledged)
@@ -317,8 +376,14 @@ def _deliver(definition: SyncDefinition, client: PipelinesClient, store: StateSt
         report.retries += result.retries
         if time.monotonic() - last_progress >= _PROGRESS_SECONDS:
             last_progress = time.monotonic()
-            log.info("sync %r: %d inserts, %d updates, %d deletions accepted in %d requests so far",
-                     definition.name, report.inserted, report.updated, report.deleted, report.requests)
+            log.info(
+                "sync %r: %d inserts, %d updates, %d deletions accepted in %d requests so far",
+                definition.name,
+                report.inserted,
+                report.updated,
+                report.deleted,
+                report.requests,
+            )
     return unsettled + [planned.key_hash for planned in in_flight.values()]
 
 
@@ -336,15 +401,37 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
             report.inserted += 1
         else:
             report.updated += 1
-        keys.append(KeyState(planned.key_hash, planned.key, planned.payload_hash, json_text(planned.delete_call),
-                             planned.version + 1, 0, None, None, planned.row_hash))
+        keys.append(
+            KeyState(
+                planned.key_hash,
+                planned.key,
+                planned.payload_hash,
+                json_text(planned.delete_call),
+                planned.version + 1,
+                0,
+                None,
+                None,
+                planned.row_hash,
+            )
+        )
     for rejection in result.rejected:
         planned = in_flight.pop(rejection.message["messageId"])
         operation = _REPORTED_AS[planned.operation]
         failed_hash = DELETE_MARK if operation == "delete" else planned.payload_hash
         attempts = planned.attempts + 1 if planned.failed_hash == failed_hash else 1
-        keys.append(KeyState(planned.key_hash, planned.key, planned.accepted_hash, planned.accepted_delete_call,
-                             planned.version, attempts, failed_hash, rejection.reason, planned.accepted_row_hash))
+        keys.append(
+            KeyState(
+                planned.key_hash,
+                planned.key,
+                planned.accepted_hash,
+                planned.accepted_delete_call,
+                planned.version,
+                attempts,
+                failed_hash,
+                rejection.reason,
+                planned.accepted_row_hash,
+            )
+        )
         report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
     return keys
 
@@ -354,8 +441,11 @@ def _mapping_change(sync: str, before: dict, after: dict) -> str:
     for field in sorted(set(before) | set(after)):
         old, new = before.get(field), after.get(field)
         if isinstance(old, dict) and isinstance(new, dict) and field == "mapping":
-            changed += [f"mapping.{k}: {old.get(k)!r} -> {new.get(k)!r}"
-                        for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            changed += [
+                f"mapping.{k}: {old.get(k)!r} -> {new.get(k)!r}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
         elif old != new:
             changed.append(f"{field}: {old!r} -> {new!r}")
     return (

@@ -104,10 +104,19 @@ class Devices(CallMapping):
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         user_id, token = part(self.user_id_column), part(self.token_column)
         platform = _present(part, self.platform_column, "platform")
-        upsert = {"type": "track", "event": "Device Created or Updated", "userId": user_id,
-                  "context": {"device": {"token": token, "type": platform}}, "properties": values}
-        delete = {"type": "track", "event": "Device Deleted", "userId": user_id,
-                  "context": {"device": {"token": token}}}
+        upsert = {
+            "type": "track",
+            "event": "Device Created or Updated",
+            "userId": user_id,
+            "context": {"device": {"token": token, "type": platform}},
+            "properties": values,
+        }
+        delete = {
+            "type": "track",
+            "event": "Device Deleted",
+            "userId": user_id,
+            "context": {"device": {"token": token}},
+        }
         return upsert, delete
 
 
@@ -129,8 +138,10 @@ class Suppressions(CallMapping):
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         user_id = part(self.user_id_column)
-        return ({"type": "track", "event": "User Suppressed", "userId": user_id},
-                {"type": "track", "event": "User Unsuppressed", "userId": user_id})
+        return (
+            {"type": "track", "event": "User Suppressed", "userId": user_id},
+            {"type": "track", "event": "User Unsuppressed", "userId": user_id},
+        )
 
 
 class _SentOnce(CallMapping):
@@ -151,15 +162,18 @@ class _SentOnce(CallMapping):
         return []
 
     def identifier_columns(self) -> list[str]:
-        return _columns(self.id_column, self.user_id_column, self.anonymous_id_column, self.timestamp_column,
-                        *self._own_columns())
+        return _columns(
+            self.id_column, self.user_id_column, self.anonymous_id_column, self.timestamp_column, *self._own_columns()
+        )
 
     def key_columns(self) -> list[str]:
         return [self.id_column]
 
     def _person(self, part: Part) -> dict[str, Any]:
-        person = {"userId": part(self.user_id_column) if self.user_id_column else None,
-                  "anonymousId": part(self.anonymous_id_column) if self.anonymous_id_column else None}
+        person = {
+            "userId": part(self.user_id_column) if self.user_id_column else None,
+            "anonymousId": part(self.anonymous_id_column) if self.anonymous_id_column else None,
+        }
         if person["userId"] is None and person["anonymousId"] is None:
             columns = " and ".join(map(repr, _columns(self.user_id_column, self.anonymous_id_column)))
             raise BadValueError(f"NULL or empty person id in {columns}; the call would belong to nobody")
@@ -191,8 +205,10 @@ class Events(_SentOnce):
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         event = _present(part, self.event_column, "event name")
-        return ({"type": "track", "event": event, **self._person(part), **self._timestamp(part),
-                 "properties": values}, None)
+        return (
+            {"type": "track", "event": event, **self._person(part), **self._timestamp(part), "properties": values},
+            None,
+        )
 
 
 @dataclass(frozen=True)
@@ -213,8 +229,16 @@ class _Views(_SentOnce):
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         name = part(self.name_column)
-        return ({"type": self.view, **({"name": name} if name is not None else {}), **self._person(part),
-                 **self._timestamp(part), "properties": values}, None)
+        return (
+            {
+                "type": self.view,
+                **({"name": name} if name is not None else {}),
+                **self._person(part),
+                **self._timestamp(part),
+                "properties": values,
+            },
+            None,
+        )
 
 
 @dataclass(frozen=True)
@@ -287,8 +311,16 @@ class DeliveryReports(_SentOnce):
             person = {"anonymousId": delivery_id}
         else:
             person = self._person(part)
-        return ({"type": "track", "event": "Report Delivery Event", **person, **self._timestamp(part),
-                 "properties": {**values, "deliveryId": delivery_id, "metric": metric}}, None)
+        return (
+            {
+                "type": "track",
+                "event": "Report Delivery Event",
+                **person,
+                **self._timestamp(part),
+                "properties": {**values, "deliveryId": delivery_id, "metric": metric},
+            },
+            None,
+        )
 
 
 CALL_KINDS: tuple[type[CallMapping], ...] = (Devices, Suppressions, Events, Pages, Screens, Aliases, DeliveryReports)

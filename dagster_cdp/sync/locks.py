@@ -2,7 +2,8 @@
 
 Each warehouse's `Dialect` picks one: PostgreSQL a session advisory lock; MySQL/MariaDB GET_LOCK; SQLite and
 DuckDB files an OS lock on a file beside the database (in-memory ones a lock in this process); Snowflake, which
-enforces no primary key, a `ClaimLease` (claim rows, then a read); any other database a lease row in `{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
+enforces no primary key, a `ClaimLease` (claim rows, then a read); any other database a lease row in
+`{prefix}locks`. Each is held on its own connection or file and ends with the process that holds it (a lease
 expires instead), so a killed run never leaves a sync locked for good.
 """
 
@@ -16,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,22 +51,24 @@ def hold(engine: sa.Engine, lock: Lock, sync: str, timeout: float, log: logging.
 def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
     where = engine.url.render_as_string(hide_password=True)
     within = f", and did not release it within {timeout:g} s" if timeout else ""
-    return (f"Sync {sync!r} is already running: another run of it holds its lock in the state database {where}"
-            f"{within}. Nothing was sent. Let that run finish and run again (it will send only what is still "
-            f"needed), or set the sync's lock_timeout (seconds, default 600) to wait longer. A lock ends with the "
-            f"process holding it (a lease in a `locks` table expires {lease_seconds():g} s after).")
+    return (
+        f"Sync {sync!r} is already running: another run of it holds its lock in the state database {where}"
+        f"{within}. Nothing was sent. Let that run finish and run again (it will send only what is still "
+        f"needed), or set the sync's lock_timeout (seconds, default 600) to wait longer. A lock ends with the "
+        f"process holding it (a lease in a `locks` table expires {lease_seconds():g} s after)."
+    )
 
 
 def file_lock(engine: sa.Engine, name: str) -> Lock:
     """The lock of a database in a file (SQLite, DuckDB): beside the file, or in this process for one in memory."""
     database = engine.url.database
-    if _in_memory(database):
+    if not database or _in_memory(database):
         return _LocalLock((id(engine), name))
     return _FileLock(Path(database), name)
 
 
-def _in_memory(database: str | None) -> bool:
-    return not database or database == ":memory:" or "mode=memory" in database
+def _in_memory(database: str) -> bool:
+    return database == ":memory:" or "mode=memory" in database
 
 
 def lease_seconds() -> float:
@@ -195,8 +198,7 @@ class NamedLock(_SessionLock):
 class Lease(Lock):
     """Any other database: a row in `{prefix}locks`, renewed while held, taken over only once it expired."""
 
-    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float | None = None) -> None:
+    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str, seconds: float | None = None) -> None:
         self._engine, self._table, self._sync, self._seconds = engine, locks, sync, seconds or lease_seconds()
         self._key = _digest(name, 16).hex()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
@@ -219,8 +221,11 @@ class Lease(Lock):
             connection.execute(sa.delete(table).where(table.c.lock_key == self._key, table.c.expires_at < _expiry(0)))
         try:
             with self._engine.begin() as connection:
-                connection.execute(sa.insert(table).values(
-                    lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)))
+                connection.execute(
+                    sa.insert(table).values(
+                        lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)
+                    )
+                )
         except sa.exc.IntegrityError:
             return False
         return True
@@ -229,8 +234,11 @@ class Lease(Lock):
         table = self._table
         while not self._stop.wait(self._seconds / 3):
             with self._engine.begin() as connection:
-                connection.execute(sa.update(table).where(table.c.lock_key == self._key, table.c.holder == self._holder)
-                                   .values(expires_at=_expiry(self._seconds)))
+                connection.execute(
+                    sa.update(table)
+                    .where(table.c.lock_key == self._key, table.c.holder == self._holder)
+                    .values(expires_at=_expiry(self._seconds))
+                )
 
     def release(self) -> None:
         self._stop.set()
@@ -243,7 +251,8 @@ class Lease(Lock):
 def lease_table(metadata: sa.MetaData, name: str) -> sa.Table:
     """The lease rows of databases without a lock of their own (created on first use only there)."""
     return sa.Table(
-        name, metadata,
+        name,
+        metadata,
         sa.Column("lock_key", sa.String(32), primary_key=True),  # hash of the exact bytes of the sync's name
         sa.Column("sync", sa.String(200), nullable=False),
         sa.Column("holder", sa.String(200), nullable=False),
@@ -253,7 +262,7 @@ def lease_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 def _expiry(seconds: float) -> dt.datetime:
     """UTC, naive: `seconds` from now."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
 
 
 class ClaimLease(Lease):
@@ -273,18 +282,22 @@ class ClaimLease(Lease):
     emulator cannot show.
     """
 
-    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str,
-                 seconds: float | None = None) -> None:
+    def __init__(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str, seconds: float | None = None) -> None:
         super().__init__(engine, claim_table(locks), name, sync, seconds)
 
     def _take(self) -> bool:
         table, mine = self._table, self._table.c.holder == self._holder
         with self._engine.begin() as connection:
             connection.execute(sa.delete(table).where(table.c.lock_key == self._key, table.c.expires_at < _expiry(0)))
-            connection.execute(sa.insert(table).values(
-                lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)))
+            connection.execute(
+                sa.insert(table).values(
+                    lock_key=self._key, sync=self._sync, holder=self._holder, expires_at=_expiry(self._seconds)
+                )
+            )
         with self._engine.begin() as connection:  # a statement after the claim committed
-            holders = connection.execute(sa.select(table.c.holder).where(table.c.lock_key == self._key)).scalars().all()
+            holders: Sequence[str] = (
+                connection.execute(sa.select(table.c.holder).where(table.c.lock_key == self._key)).scalars().all()
+            )
             if holders == [self._holder]:
                 return True
             connection.execute(sa.delete(table).where(table.c.lock_key == self._key, mine))
@@ -293,5 +306,8 @@ class ClaimLease(Lease):
 
 def claim_table(locks: sa.Table) -> sa.Table:
     """`locks` as `ClaimLease` uses it: the same name and columns, several claims a lock (no primary key)."""
-    return sa.Table(locks.name, sa.MetaData(schema=locks.schema),
-                    *(sa.Column(c.name, c.type, nullable=c.nullable) for c in locks.columns))
+    return sa.Table(
+        locks.name,
+        sa.MetaData(schema=locks.schema),
+        *(sa.Column(c.name, c.type, nullable=c.nullable) for c in locks.columns),
+    )

@@ -81,7 +81,9 @@ def key_of(definition: SyncDefinition) -> Key:
         return ("column", name)
 
     if isinstance(m, People):
-        return Key((column(m.id_column or m.email_column),), json=False)
+        key_column = m.id_column or m.email_column
+        assert key_column is not None  # People requires id_column or email_column
+        return Key((column(key_column),), json=False)
     if isinstance(m, Objects):
         if m.object_type_column:
             return Key((column(m.object_type_column), ("literal", ":"), column(m.id_column)), json=False)
@@ -98,14 +100,18 @@ def mapping_columns(definition: SyncDefinition) -> tuple[list[str], set[str], li
     """(identifier columns, columns never sent by default, listed value columns or None for every other one)."""
     m = definition.mapping
     if isinstance(m, People):
-        return [c for c in (m.id_column, m.email_column) if c], {m.id_column} if m.id_column else set(), \
-            _listed(m.traits)
+        return (
+            [c for c in (m.id_column, m.email_column) if c],
+            {m.id_column} if m.id_column else set(),
+            _listed(m.traits),
+        )
     if isinstance(m, Objects):
         keys = [c for c in (m.id_column, m.object_type_column) if c]
         return keys, set(keys), _listed(m.traits)
     if isinstance(m, CallMapping):
         keys = m.identifier_columns()
-        return keys, {*keys, definition.cursor_column}, _listed(m.value_columns())
+        never_sent = {*keys, definition.cursor_column} if definition.cursor_column is not None else set(keys)
+        return keys, never_sent, _listed(m.value_columns())
     keys = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
     return keys, set(keys), _listed(m.attributes)
 
@@ -125,8 +131,7 @@ def value_columns(definition: SyncDefinition, columns: Sequence[str]) -> ValueCo
 class RowMapper:
     """Maps rows of a source with known columns; built once per run so column checks happen before any send."""
 
-    def __init__(self, definition: SyncDefinition, columns: Sequence[str], values: ValueColumns | None = None
-                 ) -> None:
+    def __init__(self, definition: SyncDefinition, columns: Sequence[str], values: ValueColumns | None = None) -> None:
         self._mapping = definition.mapping
         self._columns = list(columns)
         key_columns, _, listed = mapping_columns(definition)
@@ -172,17 +177,25 @@ class RowMapper:
 
     def _map_entity(self, row: Sequence[Any], m: People | Objects | Relationships) -> MappedRow | tuple[None, str]:
         if isinstance(m, People):
-            parts = [self._key_part(row, m.id_column) if m.id_column else None,
-                     self._key_part(row, m.email_column) if m.email_column else None]
+            parts = [
+                self._key_part(row, m.id_column) if m.id_column else None,
+                self._key_part(row, m.email_column) if m.email_column else None,
+            ]
             user_id, email = parts
-            if m.id_column and user_id is None:
-                return None, f"NULL or empty key in column {m.id_column!r}"
-            if not m.id_column and email is None:
-                return None, f"NULL or empty key in column {m.email_column!r}"
-            key = user_id if m.id_column else email
+            if m.id_column:
+                if user_id is None:
+                    return None, f"NULL or empty key in column {m.id_column!r}"
+                key = user_id
+            else:
+                if email is None:
+                    return None, f"NULL or empty key in column {m.email_column!r}"
+                key = email
             payload_key: dict[str, Any] = {"type": "identify", "userId": user_id if m.id_column else ""}
-            delete_call = {"type": "track", "event": "User Deleted", "userId": user_id} if m.id_column else \
-                {"type": "track", "event": "User Deleted", "userId": "", "context": {"traits": {"email": email}}}
+            delete_call: dict[str, Any] = (
+                {"type": "track", "event": "User Deleted", "userId": user_id}
+                if m.id_column
+                else {"type": "track", "event": "User Deleted", "userId": "", "context": {"traits": {"email": email}}}
+            )
         else:
             if isinstance(m, Objects):
                 object_id_column = m.id_column
@@ -200,16 +213,24 @@ class RowMapper:
             if isinstance(m, Objects):
                 key = f"{type_id}:{object_id}"
                 payload_key = {"type": "group", "groupId": object_id}
-                delete_call = {"type": "track", "event": "Object Deleted", "anonymousId": object_id,
-                               "properties": {"objectId": object_id, "objectTypeId": type_id}}
+                delete_call = {
+                    "type": "track",
+                    "event": "Object Deleted",
+                    "anonymousId": object_id,
+                    "properties": {"objectId": object_id, "objectTypeId": type_id},
+                }
             else:
                 user_id = self._key_part(row, m.user_id_column)
                 if user_id is None:
                     return None, f"NULL or empty key in column {m.user_id_column!r}"
                 key = orjson.dumps([user_id, type_id, object_id]).decode()
                 payload_key = {"type": "group", "userId": user_id, "groupId": object_id}
-                delete_call = {"type": "track", "event": "Relationship Deleted", "userId": user_id,
-                               "properties": {"objectId": object_id, "objectTypeId": type_id}}
+                delete_call = {
+                    "type": "track",
+                    "event": "Relationship Deleted",
+                    "userId": user_id,
+                    "properties": {"objectId": object_id, "objectTypeId": type_id},
+                }
         key_hash = hash_hex(key.encode())
         try:
             values = self._row_values(row)
@@ -244,14 +265,22 @@ class RowMapper:
             return mapped
         value = row[self._cursor_index]
         if isinstance(value, Unreadable):
-            return MappedRow(mapped.key, mapped.key_hash, None, None, None,
-                             problem=f"cursor column {self._cursor_column!r} holds {value.text[:40]!r}, {value.reason}")
+            return MappedRow(
+                mapped.key,
+                mapped.key_hash,
+                None,
+                None,
+                None,
+                problem=f"cursor column {self._cursor_column!r} holds {value.text[:40]!r}, {value.reason}",
+            )
         mapped.cursor = self.cursor_of(row)
         return mapped
 
     def cursor_of(self, row: Sequence[Any]) -> int | None:
         """The row's encoded cursor value (None when NULL or unreadable); one sync's values must share a kind."""
-        value = row[self._cursor_index] if self._cursor_index is not None else None
+        if self._cursor_index is None or self._cursor_column is None:
+            return None  # no cursor column: as for a NULL value
+        value = row[self._cursor_index]
         encoded = None if isinstance(value, Unreadable) else encode(value, self._cursor_column)
         if encoded is None:
             return None
@@ -259,8 +288,10 @@ class RowMapper:
         if self.cursor_kind is None:
             self.cursor_kind = kind
         elif kind != self.cursor_kind:
-            raise SourceError(f"Cursor column {self._cursor_column!r} mixes {self.cursor_kind} and {kind} values; "
-                              "cast it to one type in the query.")
+            raise SourceError(
+                f"Cursor column {self._cursor_column!r} mixes {self.cursor_kind} and {kind} values; "
+                "cast it to one type in the query."
+            )
         return cursor
 
     def _sized(self, key: str, key_hash: str, payload: dict, delete_call: dict | None) -> MappedRow:
@@ -270,9 +301,15 @@ class RowMapper:
         except TypeError as exc:  # orjson's: nesting past its limit, lone surrogates
             return MappedRow(key, key_hash, None, None, None, problem=f"call cannot be encoded as JSON: {exc}")
         if len(encoded) + _MESSAGE_ID_FIELD > MAX_CALL_BYTES:
-            return MappedRow(key, key_hash, None, None, None,
-                             problem=f"call is {len(encoded) + _MESSAGE_ID_FIELD:,} bytes encoded, over the API's "
-                                     f"{MAX_CALL_BYTES:,}-byte limit per call; trim the mapped columns")
+            return MappedRow(
+                key,
+                key_hash,
+                None,
+                None,
+                None,
+                problem=f"call is {len(encoded) + _MESSAGE_ID_FIELD:,} bytes encoded, over the API's "
+                f"{MAX_CALL_BYTES:,}-byte limit per call; trim the mapped columns",
+            )
         return MappedRow(key, key_hash, payload, hash_hex(encoded), delete_call)
 
     def _key_part(self, row: Sequence[Any], column: str) -> str | None:

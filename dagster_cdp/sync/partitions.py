@@ -2,8 +2,8 @@
 
 A key's partition is the first 28 bits of the MD5 of the key (the string the API gets) modulo N, a function
 Python and every warehouse with the in-warehouse diff compute identically (`Dialect.bucket`), so a row
-lands in the same partition whichever path reads it. Each partition keeps its own state (under `partition_name`) and sees
-only its own keys, so its deletions and its delete guard concern its keys alone. Rows without a key are
+lands in the same partition whichever path reads it. Each partition keeps its own state (under `partition_name`)
+and sees only its own keys, so its deletions and its delete guard concern its keys alone. Rows without a key are
 reported by partition 0 only.
 """
 
@@ -24,7 +24,8 @@ def partition_name(name: str, partition: int, partitions: int) -> str:
 
 
 def partition_sql(bucket: str, partitions: int) -> str:
-    """`partition_of` in SQL, given the key's `Dialect.bucket`; NULL keys fall in partition 0 (where they are reported)."""
+    """`partition_of` in SQL, given the key's `Dialect.bucket`; NULL keys fall in partition 0 (where they are
+    reported)."""
     return f"coalesce({bucket} % {int(partitions)}, 0)"
 
 

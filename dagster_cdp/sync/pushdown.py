@@ -68,10 +68,12 @@ class Pushdown:
         """(source rows, keys live at the API) of this sync."""
         where = self._partition_filter(engine, "cdp_src")
         with engine.connect() as connection:
-            source_rows = execute(connection, f"SELECT count(*) FROM (\n{self.source_sql}\n) AS cdp_src{where}").scalar()
+            source_rows = execute(
+                connection, f"SELECT count(*) FROM (\n{self.source_sql}\n) AS cdp_src{where}"
+            ).scalar()
             live = execute(
-                connection,
-                f"SELECT count(*) FROM ({self._state_sql(engine)}) AS st WHERE payload_hash IS NOT NULL").scalar()
+                connection, f"SELECT count(*) FROM ({self._state_sql(engine)}) AS st WHERE payload_hash IS NOT NULL"
+            ).scalar()
         return int(source_rows or 0), int(live or 0)
 
     @contextmanager
@@ -85,44 +87,54 @@ class Pushdown:
         quote = engine.dialect.identifier_preparer.quote_identifier
         width = len(self._src_keys(engine, "cdp_src"))
         ks = [f"cdp_k{i}" for i in range(width)]
-        hashed = dialect.row_hash(_literal(orjson.dumps(self.hashed_columns).decode()),
-                                  [quote(c) for c in self.hashed_columns])
+        hashed = dialect.row_hash(
+            _literal(orjson.dumps(self.hashed_columns).decode()), [quote(c) for c in self.hashed_columns]
+        )
         if dialect.full_outer_join:
             condition = self._needs_attention(ks, full_resync, st=lambda f: f"st.{f}", agg=lambda f: f"agg.{f}")
-            diffed = (f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, "
-                      f"{', '.join(f'st.{f} AS st_{f}' for f in _DECIDING)} "
-                      f"FROM agg FULL OUTER JOIN st ON {' AND '.join(f'agg.{k} = st.{k}' for k in ks)} WHERE {condition}")
+            diffed = (
+                f"SELECT {', '.join(f'agg.{k}' for k in ks)}, agg.cdp_n, agg.cdp_hash, "
+                f"{', '.join(f'st.{f} AS st_{f}' for f in _DECIDING)} "
+                f"FROM agg FULL OUTER JOIN st ON {' AND '.join(f'agg.{k} = st.{k}' for k in ks)} WHERE {condition}"
+            )
         else:  # the same, as one pass over both sides grouped by key: no join for a planner to get wrong
             condition = self._needs_attention(ks, full_resync, st=lambda f: f"g.st_{f}", agg=lambda f: f"g.{f}")
-            both = (f"SELECT {', '.join(ks)}, cdp_n, cdp_hash, {', '.join(f'NULL AS st_{f}' for f in _DECIDING)} "
-                    f"FROM agg UNION ALL SELECT {', '.join(ks)}, NULL, NULL, "
-                    f"{', '.join(f'st.{f} AS st_{f}' for f in _DECIDING)} FROM st")
-            grouped = (f"SELECT {', '.join(ks)}, max(cdp_n) AS cdp_n, max(cdp_hash) AS cdp_hash, "
-                       f"{', '.join(f'max(st_{f}) AS st_{f}' for f in _DECIDING)} "
-                       f"FROM ({both}) AS cdp_both GROUP BY {', '.join(ks)}")
+            both = (
+                f"SELECT {', '.join(ks)}, cdp_n, cdp_hash, {', '.join(f'NULL AS st_{f}' for f in _DECIDING)} "
+                f"FROM agg UNION ALL SELECT {', '.join(ks)}, NULL, NULL, "
+                f"{', '.join(f'st.{f} AS st_{f}' for f in _DECIDING)} FROM st"
+            )
+            grouped = (
+                f"SELECT {', '.join(ks)}, max(cdp_n) AS cdp_n, max(cdp_hash) AS cdp_hash, "
+                f"{', '.join(f'max(st_{f}) AS st_{f}' for f in _DECIDING)} "
+                f"FROM ({both}) AS cdp_both GROUP BY {', '.join(ks)}"
+            )
             diffed = f"SELECT * FROM ({grouped}) AS g WHERE {condition}"
-        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))
+        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks, strict=False))
+        row_keys = ", ".join(
+            f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks, strict=False)
+        )
         state, this_sync = self._state_from(engine, "cdp_full")
         sql = f"""
             WITH src AS (
                 SELECT {src_keys}, {hashed} AS cdp_hash
                 FROM (\n{self.source_sql}\n) AS cdp_src{self._partition_filter(engine, "cdp_src")}
             ), agg AS (
-                SELECT {', '.join(ks)}, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY {', '.join(ks)}
+                SELECT {", ".join(ks)}, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY {", ".join(ks)}
             ), st AS (
                 SELECT key_hash, row_hash, version,
                        CASE WHEN payload_hash IS NULL THEN 0 ELSE 1 END AS cdp_live,
                        CASE WHEN failed_hash = '{DELETE_MARK}' THEN 1 ELSE 0 END AS cdp_failed_delete,
-                       {', '.join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks))}
+                       {", ".join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks, strict=False))}
                 FROM ({self._state_sql(engine)}) AS cdp_state
             ), diffed AS (
                 {diffed}
             )
-            SELECT {', '.join(f'diffed.{k}' for k in ks)}, diffed.cdp_n, diffed.cdp_hash,
-                   {', '.join(f'cdp_full.{f} AS st_{f}' for f in STATE_FIELDS)}, cdp_row.*
+            SELECT {", ".join(f"diffed.{k}" for k in ks)}, diffed.cdp_n, diffed.cdp_hash,
+                   {", ".join(f"cdp_full.{f} AS st_{f}" for f in STATE_FIELDS)}, cdp_row.*
             FROM diffed LEFT JOIN {state} AS cdp_full ON cdp_full.key_hash = diffed.st_key_hash AND {this_sync}
             LEFT JOIN (
-                SELECT {", ".join(f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks))},
+                SELECT {row_keys},
                        cdp_src.*
                 FROM (\n{self.shape.select(self.source_sql, quote)}\n) AS cdp_src
             ) AS cdp_row ON diffed.cdp_n = 1 AND {" AND ".join(f"cdp_row.cdp_row_{k} = diffed.{k}" for k in ks)}
@@ -131,8 +143,9 @@ class Pushdown:
             result = execute(connection.execution_options(stream_results=True), sql)
             yield self._rows(result, width, RowMapper(d, self.shape.columns, self.values))
 
-    def _needs_attention(self, ks: list[str], full_resync: bool, *, st: Callable[[str], str],
-                         agg: Callable[[str], str]) -> str:
+    def _needs_attention(
+        self, ks: list[str], full_resync: bool, *, st: Callable[[str], str], agg: Callable[[str], str]
+    ) -> str:
         """SQL true for a key that must leave the warehouse, given how its state (`st`, the `_DECIDING` fields) and
         source (`agg`) are named."""
         d = self.definition
@@ -146,8 +159,10 @@ class Pushdown:
             gone = f"{st('cdp_live')} = 1 OR {st('version')} = 0 OR {st('cdp_failed_delete')} = 1"
         else:
             gone = f"{st('cdp_live')} = 0 AND {st('version')} = 0"
-        needed = (f"{' OR '.join(f'{agg(k)} IS NULL' for k in ks)} OR {agg('cdp_n')} > 1 "
-                  f"OR {st('key_hash')} IS NULL OR {changed}")
+        needed = (
+            f"{' OR '.join(f'{agg(k)} IS NULL' for k in ks)} OR {agg('cdp_n')} > 1 "
+            f"OR {st('key_hash')} IS NULL OR {changed}"
+        )
         return f"({agg('cdp_n')} IS NULL AND ({gone})) OR ({agg('cdp_n')} IS NOT NULL AND ({needed}))"
 
     def _src_keys(self, engine: sa.Engine, alias: str, *, whole: bool = False) -> list[str]:
@@ -177,8 +192,8 @@ class Pushdown:
             for row in chunk:
                 parts = [p.decode() if isinstance(p, bytes) else p for p in row[:width]]
                 count, row_hash = row[width], row[width + 1]
-                state = tuple(row[width + 2:width + 2 + state_width])
-                state = state if state[1] is not None else None
+                stored = tuple(row[width + 2 : width + 2 + state_width])
+                state = stored if stored[1] is not None else None
                 if count is None:
                     yield DiffedRow([], state)
                 elif any(p is None for p in parts):
@@ -190,8 +205,9 @@ class Pushdown:
                 else:
                     yield self._mapped(mapper, self.shape.fix_row(row[head:]), parts, row_hash, state)
 
-    def _mapped(self, mapper: RowMapper, values: Sequence[Any], parts: list[str], row_hash: str,
-                state: tuple[Any, ...] | None) -> DiffedRow:
+    def _mapped(
+        self, mapper: RowMapper, values: Sequence[Any], parts: list[str], row_hash: str, state: tuple[Any, ...] | None
+    ) -> DiffedRow:
         mapped = mapper.map(values)
         if not isinstance(mapped, MappedRow):
             return DiffedRow([], None, rejected=[mapped[1]])  # e.g. an object type that is not an integer id
@@ -206,9 +222,12 @@ class Pushdown:
 
     def _parts_in_sql(self, values: Sequence[Any]) -> list[str]:
         """The key parts the warehouse should have made of this row (`_src_keys`), computed in Python."""
-        pieces = [value if kind == "literal" else
-                  self.dialect.key_part(to_key_part(values[self.shape.columns.index(value)], value) or "")
-                  for kind, value in self.key.pieces]
+        pieces = [
+            value
+            if kind == "literal"
+            else self.dialect.key_part(to_key_part(values[self.shape.columns.index(value)], value) or "")
+            for kind, value in self.key.pieces
+        ]
         return pieces if self.key.json else ["".join(pieces)]
 
     def load(self, engine: sa.Engine, work: WorkFile, report: SyncReport, *, full_resync: bool) -> None:
@@ -234,7 +253,9 @@ class Pushdown:
         d = self.definition
         if d.partition is None:
             return ""
-        bucket = partition_sql(self.dialect.bucket(self._src_keys(engine, alias, whole=True)[0]), d.partitions)
+        key_bucket = self.dialect.bucket(self._src_keys(engine, alias, whole=True)[0])
+        assert key_bucket is not None  # every dialect with the in-warehouse diff has an md5
+        bucket = partition_sql(key_bucket, d.partitions)
         return f" WHERE {bucket} = {int(d.partition)}"
 
     def _state_sql(self, engine: sa.Engine) -> str:
@@ -243,7 +264,8 @@ class Pushdown:
         return f"SELECT {_fields(engine)} FROM {state} AS cdp_stored WHERE {this_sync}"
 
     def _state_from(self, engine: sa.Engine, alias: str) -> tuple[str, str]:
-        """The state table (an empty relation if there is none yet) and SQL picking this sync's rows of it as `alias`."""
+        """The state table (an empty relation if there is none yet) and SQL picking this sync's rows of it as
+        `alias`."""
         if not self.store.exists():
             kinds = state_field_types(self.dialect.text_type)
             quote = engine.dialect.identifier_preparer.quote
@@ -253,8 +275,9 @@ class Pushdown:
         return table, f"{alias}.sync = {_literal(self.definition.name)}"
 
 
-def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape,
-                  values: ValueColumns) -> tuple[Pushdown | None, str | None]:
+def plan_pushdown(
+    definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape, values: ValueColumns
+) -> tuple[Pushdown | None, str | None]:
     """The in-warehouse diff for this sync, or (None, why it does not apply): the portable path is used then."""
     dialect = dialect_of(engine)
     if not dialect.in_warehouse_diff:
@@ -267,8 +290,10 @@ def plan_pushdown(definition: SyncDefinition, engine: sa.Engine, store: StateSto
         return None, None  # the portable path names the missing column
     for column in key.columns():
         if not dialect.exact_key_type(shape.types[shape.columns.index(column)]):
-            return None, (f"key column {column!r} is not an integer or text column, so its text in SQL may differ "
-                          "from the key Python sends")
+            return None, (
+                f"key column {column!r} is not an integer or text column, so its text in SQL may differ "
+                "from the key Python sends"
+            )
     if definition.partition is not None and key.json:
         return None, "hash partitions of a key of several columns are computed in Python"
     hashed = sorted({*identifiers, *values.sent})

@@ -40,8 +40,10 @@ class SourceShape:
         names columns `source_sql` has after the source's, passed through."""
         if not self.casts:
             return source_sql
-        columns = ", ".join([f"{self.casts[c].format(quote(c))} AS {quote(c)}" if c in self.casts else quote(c)
-                             for c in self.columns] + [quote(c) for c in extra])
+        columns = ", ".join(
+            [f"{self.casts[c].format(quote(c))} AS {quote(c)}" if c in self.casts else quote(c) for c in self.columns]
+            + [quote(c) for c in extra]
+        )
         return f"SELECT {columns} FROM (\n{source_sql}\n) AS cdp_read"
 
     def fix(self, rows: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
@@ -59,7 +61,7 @@ class SourceShape:
 @contextmanager
 def session_setting(connection: sa.Connection, current: str, assign: str, value: str) -> Iterator[None]:
     """`assign` (a SET statement taking `{}`) sets `value` for the block; what `current` read is set back after."""
-    before = connection.exec_driver_sql(current).scalar_one()
+    before: object = connection.exec_driver_sql(current).scalar_one()
     connection.exec_driver_sql(assign.format(value))
     try:
         yield
@@ -101,6 +103,7 @@ def utf8_or_unreadable(data: bytes) -> str | Unreadable:
 
 def _parsed(parse: Callable[[str], Any]) -> Fixer:
     """A reader of a date or time held as text: parsed, or Unreadable where Python's dates end (year 10000, BC)."""
+
     def read(value: Any) -> Any:
         if not isinstance(value, str):
             return value
@@ -108,11 +111,14 @@ def _parsed(parse: Callable[[str], Any]) -> Fixer:
             return parse(value)
         except ValueError:
             return Unreadable(value, _DATE_RANGE)
+
     return read
 
 
 def _interval(value: Any) -> Unreadable:
-    return Unreadable(str(value), "an interval, which Customer.io cannot take; convert it in the query (e.g. to seconds)")
+    return Unreadable(
+        str(value), "an interval, which Customer.io cannot take; convert it in the query (e.g. to seconds)"
+    )
 
 
 def moment_or_unreadable(value: Any) -> Any:
@@ -169,5 +175,10 @@ def single_precision(value: Any) -> Any:
     return value
 
 
-TEXT_READERS: dict[str, Fixer] = {"timestamp": _parsed(dt.datetime.fromisoformat), "date": _parsed(dt.date.fromisoformat),
-                                   "time": _parsed(dt.time.fromisoformat), "json": json_value, "interval": _interval}
+TEXT_READERS: dict[str, Fixer] = {
+    "timestamp": _parsed(dt.datetime.fromisoformat),
+    "date": _parsed(dt.date.fromisoformat),
+    "time": _parsed(dt.time.fromisoformat),
+    "json": json_value,
+    "interval": _interval,
+}

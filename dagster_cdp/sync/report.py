@@ -37,8 +37,10 @@ class SyncReport:
 
     def summary(self) -> str:
         verb = "would send" if self.dry_run else "sent"
-        return (f"sync {self.sync!r}{' (dry run)' if self.dry_run else ''}{' (full resync)' if self.full_resync else ''}: "
-                f"{self.source_rows:,} source rows; {verb} {self.inserted:,} inserts, {self.updated:,} updates, "
-                f"{self.deleted:,} deletions; {self.unchanged:,} unchanged; {len(self.rejected):,} rejected; "
-                f"{self.requests:,} requests, {self.bytes:,} bytes, {self.retries:,} retries "
-                f"in {self.duration_seconds:.1f}s ({self.diff} diff{f': {self.diff_reason}' if self.diff_reason else ''})")
+        return (
+            f"sync {self.sync!r}{' (dry run)' if self.dry_run else ''}{' (full resync)' if self.full_resync else ''}: "
+            f"{self.source_rows:,} source rows; {verb} {self.inserted:,} inserts, {self.updated:,} updates, "
+            f"{self.deleted:,} deletions; {self.unchanged:,} unchanged; {len(self.rejected):,} rejected; "
+            f"{self.requests:,} requests, {self.bytes:,} bytes, {self.retries:,} retries "
+            f"in {self.duration_seconds:.1f}s ({self.diff} diff{f': {self.diff_reason}' if self.diff_reason else ''})"
+        )

@@ -15,8 +15,10 @@ from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SchemaChangedError
 from dagster_cdp.sync.mapping import ValueColumns, value_columns
 
-def resolve_columns(definition: SyncDefinition, columns: Sequence[str], recorded: dict[str, Any] | None,
-                    *, full_resync: bool) -> ValueColumns:
+
+def resolve_columns(
+    definition: SyncDefinition, columns: Sequence[str], recorded: dict[str, Any] | None, *, full_resync: bool
+) -> ValueColumns:
     """The columns this run sends and clears, given the column set recorded by the last run (if any)."""
     current = value_columns(definition, columns)
     if not current.all_columns or recorded is None or "columns" not in recorded:
@@ -42,9 +44,14 @@ def recorded_fields(values: ValueColumns) -> dict[str, Any]:
 
 
 def _message(sync: str, added: list[str], removed: list[str]) -> str:
-    changes = "; ".join(part for part in (
-        f"added {', '.join(map(repr, added))}" if added else "",
-        f"removed {', '.join(map(repr, removed))}" if removed else "") if part)
+    changes = "; ".join(
+        part
+        for part in (
+            f"added {', '.join(map(repr, added))}" if added else "",
+            f"removed {', '.join(map(repr, removed))}" if removed else "",
+        )
+        if part
+    )
     return (
         f"Sync {sync!r}: the source's columns changed since the last sync ({changes}), and its mapping sends every "
         f"column. on_schema_change is 'fail', so nothing was sent. Choose what to do and run again: "

@@ -13,14 +13,15 @@ import sqlalchemy as sa
 from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
-from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.dialects import dialect_of, reading_session
+from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.reading import SourceShape, execute
 
 CHUNK_ROWS = 10_000
 # Strings, quoted names, comments, and runs of anything else: enough to find where a query's last statement ends.
 _SQL_TOKEN = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL)
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|\s+|[^'"`$;\s/-]+|.""", re.DOTALL
+)
 _QUOTED_NAME = re.compile(r"""(["'`])([^"'`]+)\1""")
 
 
@@ -41,6 +42,7 @@ def source_sql(definition: SyncDefinition, engine: sa.Engine) -> str:
     if definition.query is not None:
         sql = trimmed_query(definition.query)
     else:
+        assert definition.table is not None  # SyncDefinition has exactly one of table and query
         schema, _, name = definition.table.rpartition(".")
         sql = f"SELECT * FROM {engine.dialect.identifier_preparer.format_table(sa.table(name, schema=schema or None))}"
     return dialect_of(engine).named(engine, sql)
@@ -61,7 +63,8 @@ def describe_source(connection: sa.Connection, definition: SyncDefinition) -> So
         try:
             declared = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema or None)}
         except sa.exc.DBAPIError:
-            connection.rollback()  # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
+            # the dialect cannot reflect (duckdb-engine on SQLAlchemy 2.1); its driver types values
+            connection.rollback()
         declared.update(dialect_of(connection).declared_types(connection, name, schema or None))
     try:
         return source_shape(connection, source_sql(definition, connection.engine), declared)
@@ -82,8 +85,9 @@ def _read_failed(definition: SyncDefinition, connection: sa.Connection, error: s
     connection.rollback()  # PostgreSQL answers nothing more in a failed transaction, the hint's lookup included
     hint = _other_case(sa.inspect(connection), [m.group(2) for m in _QUOTED_NAME.finditer(str(error.orig))])
     url = connection.engine.url.render_as_string(hide_password=True)
-    return SourceError(f"Sync {definition.name!r}: reading the source at {url} failed: "
-                       f"{driver_reason(error, connection.engine)}{hint}")
+    return SourceError(
+        f"Sync {definition.name!r}: reading the source at {url} failed: {driver_reason(error, connection.engine)}{hint}"
+    )
 
 
 def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
@@ -97,8 +101,10 @@ def _other_case(inspector: sa.Inspector, names: list[str]) -> str:
         for table in tables:
             if table != name and table.casefold() == name.casefold():
                 folds = dialect_of(inspector.bind).case_folding
-                return f" Table names are case-sensitive here{f' ({folds})' if folds else ''}, and the table is named " \
-                       f"{table!r}."
+                return (
+                    f" Table names are case-sensitive here{f' ({folds})' if folds else ''}, and the table is named "
+                    f"{table!r}."
+                )
     return ""
 
 
@@ -114,8 +120,9 @@ class CursorRead:
 
 
 @contextmanager
-def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShape, cursor: CursorRead | None = None
-                ) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+def read_source(
+    engine: sa.Engine, definition: SyncDefinition, shape: SourceShape, cursor: CursorRead | None = None
+) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
     """Yields (column names, row iterator); rows stream from a server-side cursor where the driver has one.
 
     `shape` is the source as `describe_source` found it this run. With `cursor`, each row ends with its check
@@ -125,6 +132,7 @@ def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShap
         quote = engine.dialect.identifier_preparer.quote_identifier
         sql = source_sql(definition, engine)
         if cursor is not None:
+            assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
             column = quote(definition.cursor_column)
             window = f" WHERE {column} >= :{cursor.since.key} OR {column} IS NULL" if cursor.since is not None else ""
             sql = f"SELECT cdp_source.*, {cursor.check or 0} AS cdp_check FROM (\n{sql}\n) AS cdp_source{window}"
@@ -143,9 +151,12 @@ def read_source(engine: sa.Engine, definition: SyncDefinition, shape: SourceShap
 
 def tally_below(engine: sa.Engine, definition: SyncDefinition, mark: sa.BindParameter, check: str | None) -> Tally:
     """The tally of the source rows whose cursor is below `mark` now (see `cursor`)."""
+    assert definition.cursor_column is not None  # asked only of a sync with a cursor column
     column = engine.dialect.identifier_preparer.quote_identifier(definition.cursor_column)
-    sql = (f"SELECT count(*), coalesce(sum({check or 0}), 0) FROM (\n{source_sql(definition, engine)}\n) AS cdp_source "
-           f"WHERE {column} < :{mark.key}")
+    sql = (
+        f"SELECT count(*), coalesce(sum({check or 0}), 0) FROM (\n{source_sql(definition, engine)}\n) AS cdp_source "
+        f"WHERE {column} < :{mark.key}"
+    )
     with engine.connect() as connection, reading_session(connection):
-        rows, total = connection.execute(sa.text(sql).bindparams(mark)).one()
+        rows, total = connection.execute(sa.text(sql).bindparams(mark)).tuples().one()
     return Tally(int(rows), int(total))

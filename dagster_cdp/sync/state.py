@@ -29,8 +29,17 @@ from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.locks import hold, lease_table
 
 _IN_CHUNK = 500
-STATE_FIELDS = ("key_hash", "key", "payload_hash", "delete_call", "version", "attempts", "failed_hash", "last_error",
-                "row_hash")  # a key's state, in KeyState's order
+STATE_FIELDS = (
+    "key_hash",
+    "key",
+    "payload_hash",
+    "delete_call",
+    "version",
+    "attempts",
+    "failed_hash",
+    "last_error",
+    "row_hash",
+)  # a key's state, in KeyState's order
 
 
 def state_field_types(text_type: str) -> dict[str, str]:
@@ -54,24 +63,33 @@ class KeyState:
 
 
 class StateStore:
-    """State tables `{prefix}syncs` and `{prefix}state`; pass a separate URL to keep them out of a read-only warehouse."""
+    """State tables `{prefix}syncs` and `{prefix}state`; pass a separate URL to keep them out of a read-only
+    warehouse."""
 
-    def __init__(self, url_or_engine: str | sa.Engine, *, schema: str | None = None, table_prefix: str = "cdp_") -> None:
+    def __init__(
+        self, url_or_engine: str | sa.Engine, *, schema: str | None = None, table_prefix: str = "cdp_"
+    ) -> None:
         self.engine = as_engine(url_or_engine)
         self.dialect = dialect_of(self.engine)
         metadata = sa.MetaData(schema=schema)
         self.syncs = sa.Table(
-            f"{table_prefix}syncs", metadata,
+            f"{table_prefix}syncs",
+            metadata,
             sa.Column("sync", self.dialect.sync_name_type(), primary_key=True),
             sa.Column("fingerprint", sa.String(32), nullable=False),
             sa.Column("definition", sa.Text, nullable=False),
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
         self.state = sa.Table(f"{table_prefix}state", metadata, *_state_columns(self.dialect))
-        self.acks = sa.Table(f"{table_prefix}acks", metadata, *_state_columns(self.dialect, primary_key=False),
-                             sa.Column("seq", sa.BigInteger, nullable=False))
+        self.acks = sa.Table(
+            f"{table_prefix}acks",
+            metadata,
+            *_state_columns(self.dialect, primary_key=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+        )
         self.cursors = sa.Table(
-            f"{table_prefix}cursors", metadata,
+            f"{table_prefix}cursors",
+            metadata,
             sa.Column("sync", self.dialect.sync_name_type(), primary_key=True),
             sa.Column("cursor_column", sa.Text, nullable=False),
             sa.Column("kind", sa.String(20), nullable=False),
@@ -107,8 +125,12 @@ class StateStore:
             return
         self.dialect.upgrade(self.engine, list(self._metadata.tables.values()))
         inspector = sa.inspect(self.engine)
-        added = [(self.state, "row_hash", "VARCHAR(32)"), (self.acks, "row_hash", "VARCHAR(32)"),
-                 (self.cursors, "below_rows", "BIGINT"), (self.cursors, "below_check", "BIGINT")]
+        added = [
+            (self.state, "row_hash", "VARCHAR(32)"),
+            (self.acks, "row_hash", "VARCHAR(32)"),
+            (self.cursors, "below_rows", "BIGINT"),
+            (self.cursors, "below_check", "BIGINT"),
+        ]
         for table, column, kind in added:
             if inspector.has_table(table.name, schema=table.schema) and not self._has_column(table, column):
                 try:
@@ -147,8 +169,11 @@ class StateStore:
     def save_fingerprint(self, sync: str, fingerprint: str, fields: dict) -> None:
         with self.engine.begin() as connection:
             connection.execute(sa.delete(self.syncs).where(self.syncs.c.sync == sync))
-            connection.execute(sa.insert(self.syncs).values(
-                sync=sync, fingerprint=fingerprint, definition=orjson.dumps(fields).decode(), updated_at=_now()))
+            connection.execute(
+                sa.insert(self.syncs).values(
+                    sync=sync, fingerprint=fingerprint, definition=orjson.dumps(fields).decode(), updated_at=_now()
+                )
+            )
 
     def iter_rows(self, sync: str, chunk_rows: int) -> Iterator[Sequence[Any]]:
         """Streams the KeyState fields, in that order, of every key of a sync, as of its last `settle`."""
@@ -174,16 +199,30 @@ class StateStore:
             if self.dialect.array_parameter is not None:
                 self._append_as_columns(connection, self.dialect.array_parameter, sync, keys, now)
                 return
-            connection.execute(sa.insert(self.acks), [
-                dict(sync=sync, key_hash=k.key_hash, key=k.key, payload_hash=k.payload_hash,
-                     delete_call=k.delete_call, version=k.version, attempts=k.attempts, failed_hash=k.failed_hash,
-                     last_error=k.last_error[:2000] if k.last_error else None, row_hash=k.row_hash,
-                     updated_at=now, seq=self._seq)
-                for k in keys
-            ])
+            connection.execute(
+                sa.insert(self.acks),
+                [
+                    dict(
+                        sync=sync,
+                        key_hash=k.key_hash,
+                        key=k.key,
+                        payload_hash=k.payload_hash,
+                        delete_call=k.delete_call,
+                        version=k.version,
+                        attempts=k.attempts,
+                        failed_hash=k.failed_hash,
+                        last_error=k.last_error[:2000] if k.last_error else None,
+                        row_hash=k.row_hash,
+                        updated_at=now,
+                        seq=self._seq,
+                    )
+                    for k in keys
+                ],
+            )
 
-    def _append_as_columns(self, connection: sa.Connection, placeholder: str, sync: str, keys: list[KeyState],
-                           now: dt.datetime) -> None:
+    def _append_as_columns(
+        self, connection: sa.Connection, placeholder: str, sync: str, keys: list[KeyState], now: dt.datetime
+    ) -> None:
         """`record` as one INSERT taking whole columns as arrays, where the driver binds lists as arrays (row-by-row
         executemany was most of a first sync's time: duckdb-engine ~0.15 ms a row)."""
         columns = state_field_types(self.dialect.text_type)
@@ -193,7 +232,9 @@ class StateStore:
         unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
         connection.exec_driver_sql(
             f"INSERT INTO {table} (sync, {', '.join(columns)}, updated_at, seq) "
-            f"SELECT {placeholder}, {unnested}, {placeholder}, {placeholder}", (sync, *values.values(), now, self._seq))
+            f"SELECT {placeholder}, {unnested}, {placeholder}, {placeholder}",
+            (sync, *values.values(), now, self._seq),
+        )
 
     def settle(self, sync: str) -> int:
         """Folds a sync's appended acknowledgements into the state table in one transaction; returns how many.
@@ -208,11 +249,15 @@ class StateStore:
         ranked = sa.select(*[a[f] for f in fields], newest.label("cdp_newest")).where(a.sync == sync).subquery()
         with self.engine.begin() as connection:
             pending = connection.execute(
-                sa.select(sa.func.count()).select_from(self.acks).where(a.sync == sync)).scalar_one()
+                sa.select(sa.func.count()).select_from(self.acks).where(a.sync == sync)
+            ).scalar_one()
             if pending:
                 connection.execute(self.dialect.delete_acknowledged(self.state, self.acks, sync))
-                connection.execute(sa.insert(self.state).from_select(
-                    fields, sa.select(*[ranked.c[f] for f in fields]).where(ranked.c.cdp_newest == 1)))
+                connection.execute(
+                    sa.insert(self.state).from_select(
+                        fields, sa.select(*[ranked.c[f] for f in fields]).where(ranked.c.cdp_newest == 1)
+                    )
+                )
                 connection.execute(sa.delete(self.acks).where(a.sync == sync))
         return int(pending)
 
@@ -222,8 +267,9 @@ class StateStore:
             return None
         c = self.cursors.c
         with self.engine.connect() as connection:
-            row = connection.execute(sa.select(c.cursor_column, c.kind, c.mark, c.below_rows, c.below_check)
-                                     .where(c.sync == sync)).first()
+            row = connection.execute(
+                sa.select(c.cursor_column, c.kind, c.mark, c.below_rows, c.below_check).where(c.sync == sync)
+            ).first()
         if row is None:
             return None
         below = None if row.below_rows is None else Tally(row.below_rows, row.below_check)
@@ -232,17 +278,25 @@ class StateStore:
     def save_cursor_mark(self, sync: str, mark: CursorMark) -> None:
         with self.engine.begin() as connection:
             connection.execute(sa.delete(self.cursors).where(self.cursors.c.sync == sync))
-            connection.execute(sa.insert(self.cursors).values(
-                sync=sync, cursor_column=mark.column, kind=mark.kind, mark=mark.value,
-                below_rows=mark.below.rows if mark.below else None, below_check=mark.below.check if mark.below else None,
-                updated_at=_now()))
+            connection.execute(
+                sa.insert(self.cursors).values(
+                    sync=sync,
+                    cursor_column=mark.column,
+                    kind=mark.kind,
+                    mark=mark.value,
+                    below_rows=mark.below.rows if mark.below else None,
+                    below_check=mark.below.check if mark.below else None,
+                    updated_at=_now(),
+                )
+            )
 
     def forget(self, sync: str, key_hashes: Iterable[str]) -> None:
         """Drops keys that are gone from the source and were never accepted, so nothing needs deleting."""
         with self.engine.begin() as connection:
             for part in _chunks(list(key_hashes)):
-                connection.execute(sa.delete(self.state).where(self.state.c.sync == sync,
-                                                               self.state.c.key_hash.in_(part)))
+                connection.execute(
+                    sa.delete(self.state).where(self.state.c.sync == sync, self.state.c.key_hash.in_(part))
+                )
 
 
 def _state_columns(dialect: Dialect, *, primary_key: bool | None = None) -> list[sa.Column]:
@@ -265,8 +319,8 @@ def _state_columns(dialect: Dialect, *, primary_key: bool | None = None) -> list
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _IN_CHUNK):
-        yield items[start:start + _IN_CHUNK]
+        yield items[start : start + _IN_CHUNK]
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

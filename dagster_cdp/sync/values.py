@@ -17,7 +17,8 @@ from dagster_cdp.encoding import ORJSON_INTEGERS, decimal_text, exact_number, ut
 
 
 class BadValueError(ValueError):
-    """A single row's value cannot be sent (NaN, Infinity, unreadable text); that row is rejected, the others proceed."""
+    """A single row's value cannot be sent (NaN, Infinity, unreadable text); that row is rejected, the others
+    proceed."""
 
 
 class Unreadable:
@@ -69,12 +70,16 @@ def to_json_value(value: Any, column: str) -> Any:
         try:
             return bytes(value).decode()
         except UnicodeDecodeError:
-            raise BadValueError(f"column {column!r} holds bytes that are not UTF-8 text; convert them in the query "
-                                "(e.g. to hex or base64 text)") from None
+            raise BadValueError(
+                f"column {column!r} holds bytes that are not UTF-8 text; convert them in the query "
+                "(e.g. to hex or base64 text)"
+            ) from None
     if isinstance(value, Unreadable):
         raise BadValueError(f"column {column!r} holds {value.text[:40]!r}, {value.reason}")
-    raise BadValueError(f"column {column!r} holds a {type(value).__name__} value, which cannot be sent to "
-                        "Customer.io; leave the column out of the mapping or convert it in the query")
+    raise BadValueError(
+        f"column {column!r} holds a {type(value).__name__} value, which cannot be sent to "
+        "Customer.io; leave the column out of the mapping or convert it in the query"
+    )
 
 
 def to_key_part(value: Any, column: str) -> str | None:

@@ -13,16 +13,17 @@ from dagster_cdp.sync.dialects.postgresql_dialect import PostgreSQLDialect
 from dagster_cdp.sync.dialects.snowflake_dialect import SnowflakeDialect
 from dagster_cdp.sync.dialects.sqlite_dialect import SQLiteDialect
 
-_DIALECTS = {name: dialect() for dialect in (DuckDBDialect, PostgreSQLDialect, MySQLDialect, SQLiteDialect,
-                                                         SnowflakeDialect)
-             for name in dialect.names}
+_DIALECTS = {
+    name: dialect()
+    for dialect in (DuckDBDialect, PostgreSQLDialect, MySQLDialect, SQLiteDialect, SnowflakeDialect)
+    for name in dialect.names
+}
 _PORTABLE = Dialect()
 
 
 def dialect_of(engine: sa.Engine | sa.Connection) -> Dialect:
     """The rules of this engine's warehouse; the portable defaults for one we have none for."""
     return _DIALECTS.get(engine.dialect.name, _PORTABLE)
-
 
 
 def reading_session(connection: sa.Connection) -> AbstractContextManager[None]:

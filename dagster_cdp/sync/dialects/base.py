@@ -40,13 +40,15 @@ class Dialect:
         calls it by, the name every later SQL quotes exactly; the source itself where those are its own names."""
         return sql
 
-    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
-              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    def shape(
+        self, columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+    ) -> SourceShape:
         """How to read each column so that no value can fail the fetch (`reading`)."""
         return declared_shape(columns, [d[1] for d in description], declared)
 
-    def declared_types(self, connection: sa.Connection, table: str, schema: str | None
-                       ) -> dict[str, sa.types.TypeEngine]:
+    def declared_types(
+        self, connection: sa.Connection, table: str, schema: str | None
+    ) -> dict[str, sa.types.TypeEngine]:
         """Column types a table declares that SQLAlchemy's reflection misses (`shape` gets them as `declared`)."""
         return {}
 

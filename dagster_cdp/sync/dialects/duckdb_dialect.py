@@ -21,11 +21,21 @@ from dagster_cdp.sync.locks import Lock, file_lock
 from dagster_cdp.sync.reading import Fixer, SourceShape, finite_moment, json_value, session_setting, single_precision
 
 WAREHOUSE_MEMORY_LIMIT = "320MB"  # plus WorkFile's 256MB: ~576MB of DuckDB memory for a sync of any size
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 _SIZE = re.compile(r"^\s*([\d.]+)\s*([a-z]*)\s*$", re.IGNORECASE)
-_EXACT_KEYS = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                         "UBIGINT", "VARCHAR"})
+_EXACT_KEYS = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "VARCHAR"}
+)
 
 
 class DuckDBDialect(Dialect):
@@ -38,8 +48,9 @@ class DuckDBDialect(Dialect):
     def session(self, connection: sa.Connection) -> AbstractContextManager[None]:
         return session_setting(connection, "SELECT current_setting('TimeZone')", "SET SESSION TimeZone = '{}'", "UTC")
 
-    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
-              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    def shape(
+        self, columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+    ) -> SourceShape:
         types = [str(d[1]).upper() for d in description]
         fixers: dict[int, Fixer] = {}
         for index, kind in enumerate(types):
@@ -70,8 +81,13 @@ class DuckDBDialect(Dialect):
     def bounded(self, engine: sa.Engine) -> Iterator[None]:
         """Lowers the memory limit (a setting of the whole database) for the block, then restores it."""
         with engine.connect() as connection:
-            before, order = connection.exec_driver_sql(
-                "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')").one()
+            before, order = (
+                connection.exec_driver_sql(
+                    "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')"
+                )
+                .tuples()
+                .one()
+            )
             lowered = _bytes(before) > _bytes(WAREHOUSE_MEMORY_LIMIT)
             if lowered:
                 connection.exec_driver_sql(f"SET memory_limit = '{WAREHOUSE_MEMORY_LIMIT}'")

@@ -44,7 +44,7 @@ class MySQLDialect(Dialect):
         MariaDB a block nested loop over both sides: 100,000 rows took more than 10 minutes. Kept apart
         (`derived_merge=off`), each is materialized and indexed on its join column (`derived_with_keys`), so the
         joins are lookups. Both settings exist in MySQL too; the previous ones are set back after."""
-        before = connection.exec_driver_sql("SELECT @@session.optimizer_switch").scalar_one()
+        before: str = connection.exec_driver_sql("SELECT @@session.optimizer_switch").scalar_one()
         connection.exec_driver_sql("SET SESSION optimizer_switch = 'derived_merge=off,derived_with_keys=on'")
         try:
             with self.session(connection):
@@ -52,8 +52,9 @@ class MySQLDialect(Dialect):
         finally:
             connection.exec_driver_sql(f"SET SESSION optimizer_switch = '{before}'")
 
-    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
-              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    def shape(
+        self, columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+    ) -> SourceShape:
         fixers: dict[int, Fixer] = {}
         types: list[Any] = [d[1] for d in description]
         for index, d in enumerate(description):
@@ -80,22 +81,28 @@ class MySQLDialect(Dialect):
         most 512 bytes (a longer string is a BLOB there) and all of them together fit its key (the three parts of
         a relationship's key); unindexed, the join is a quadratic loop (see `diff_session`). A longer key is its
         first 60 characters, `~` and the MD5 of the whole, so it still groups and joins apart from every other key
-        (`key_part` makes the same in Python). A binary string a query makes (a table's binary columns are not exact key types) passes through when it is
-        UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python then rejects the row for holding bytes
-        that are not UTF-8."""
+        (`key_part` makes the same in Python). A binary string a query makes (a table's binary columns are not
+        exact key types) passes through when it is UTF-8, else becomes UTF-8 with `?` for its bad bytes, and Python
+        then rejects the row for holding bytes that are not UTF-8."""
         text = f"CONVERT({expression} USING utf8mb4)"
-        return (f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
-                f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 60) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
-                "END)")
+        return (
+            f"(CASE WHEN OCTET_LENGTH({text}) <= {_KEY_BYTES} THEN LEFT(CAST({text} AS BINARY), {_KEY_BYTES}) "
+            f"ELSE LEFT(CONCAT(CAST(LEFT({text}, 60) AS BINARY), '~', CAST(MD5({text}) AS BINARY)), {_KEY_BYTES}) "
+            "END)"
+        )
 
-    def declared_types(self, connection: sa.Connection, table: str, schema: str | None
-                       ) -> dict[str, sa.types.TypeEngine]:
-        """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as JSON."""
+    def declared_types(
+        self, connection: sa.Connection, table: str, schema: str | None
+    ) -> dict[str, sa.types.TypeEngine]:
+        """MariaDB's JSON columns: LONGTEXT with a `json_valid(col)` check, which SQLAlchemy does not reflect as
+        JSON."""
         if not getattr(connection.dialect, "is_mariadb", False):
             return {}
-        checks = connection.execute(
-            sa.text("SELECT check_clause FROM information_schema.check_constraints "
-                    "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"),
+        checks: sa.ScalarResult[object] = connection.execute(
+            sa.text(
+                "SELECT check_clause FROM information_schema.check_constraints "
+                "WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"
+            ),
             {"schema": schema, "name": table},
         ).scalars()
         return {m.group(1): sa.JSON() for check in checks if (m := _JSON_CHECK.fullmatch(str(check).strip()))}
@@ -136,12 +143,14 @@ class MySQLDialect(Dialect):
         ).bindparams(sa.bindparam("names", expanding=True))
         preparer = engine.dialect.identifier_preparer
         schema = next(iter(tables)).schema if tables else None
+        name: str
         with engine.begin() as connection:
             for name in connection.execute(found, {"schema": schema, "names": list(by_name)}).scalars():
                 column = by_name[name].c.sync
                 connection.exec_driver_sql(
                     f"ALTER TABLE {preparer.format_table(by_name[name])} MODIFY sync "
-                    f"{column.type.compile(dialect=engine.dialect)} NOT NULL")
+                    f"{column.type.compile(dialect=engine.dialect)} NOT NULL"
+                )
 
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         return NamedLock(engine, name)

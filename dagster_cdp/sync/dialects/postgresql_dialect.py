@@ -16,8 +16,16 @@ from dagster_cdp.sync.reading import TEXT_READERS, Fixer, SourceShape, json_valu
 _NATIVE = {16, 17, 18, 19, 20, 21, 23, 25, 26, 700, 701, 1042, 1043, 1700, 2950}
 # Read as text and parsed here: dates and times (psycopg fails the fetch on 'infinity' or year 10000), JSON
 # (psycopg would read its numbers through floats), intervals (rejected, naming the column).
-_TEXT = {1114: "timestamp", 1184: "timestamp", 1082: "date", 1083: "time", 1266: "time", 114: "json", 3802: "json",
-         1186: "interval"}
+_TEXT = {
+    1114: "timestamp",
+    1184: "timestamp",
+    1082: "date",
+    1083: "time",
+    1266: "time",
+    114: "json",
+    3802: "json",
+    1186: "interval",
+}
 _EXACT_KEYS = frozenset({20, 21, 23, 25, 1043})  # bigint, smallint, integer, text, varchar
 
 
@@ -46,13 +54,14 @@ class PostgreSQLDialect(Dialect):
             connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1")
             yield
 
-    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
-              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    def shape(
+        self, columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+    ) -> SourceShape:
         """Every type psycopg might fail on or round is read as text; arrays, ranges, enums and the rest as JSON."""
         oids = [d[1] for d in description]
         casts: dict[str, str] = {}
         fixers: dict[int, Fixer] = {}
-        for index, (column, oid) in enumerate(zip(columns, oids)):
+        for index, (column, oid) in enumerate(zip(columns, oids, strict=False)):
             if oid == 700:
                 fixers[index] = single_precision
             elif oid in _TEXT:

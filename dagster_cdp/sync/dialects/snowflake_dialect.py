@@ -28,22 +28,49 @@ from dagster_cdp.sync.locks import ClaimLease, Lock
 from dagster_cdp.sync.reading import TEXT_READERS, Fixer, SourceShape, execute, json_value
 
 # The connector's type codes (snowflake.connector.constants.FIELD_ID_TO_NAME).
-_NAMES = {0: "FIXED", 1: "REAL", 2: "TEXT", 3: "DATE", 4: "TIMESTAMP", 5: "VARIANT", 6: "TIMESTAMP_LTZ",
-          7: "TIMESTAMP_TZ", 8: "TIMESTAMP_NTZ", 9: "OBJECT", 10: "ARRAY", 11: "BINARY", 12: "TIME", 13: "BOOLEAN",
-          14: "GEOGRAPHY", 15: "GEOMETRY", 16: "VECTOR", 17: "MAP", 18: "FILE", 19: "INTERVAL_YEAR_MONTH",
-          20: "INTERVAL_DAY_TIME"}
+_NAMES = {
+    0: "FIXED",
+    1: "REAL",
+    2: "TEXT",
+    3: "DATE",
+    4: "TIMESTAMP",
+    5: "VARIANT",
+    6: "TIMESTAMP_LTZ",
+    7: "TIMESTAMP_TZ",
+    8: "TIMESTAMP_NTZ",
+    9: "OBJECT",
+    10: "ARRAY",
+    11: "BINARY",
+    12: "TIME",
+    13: "BOOLEAN",
+    14: "GEOGRAPHY",
+    15: "GEOMETRY",
+    16: "VECTOR",
+    17: "MAP",
+    18: "FILE",
+    19: "INTERVAL_YEAR_MONTH",
+    20: "INTERVAL_DAY_TIME",
+}
 # Read as text in a format that does not depend on the session, then parsed by `reading.TEXT_READERS`.
 _MOMENT = "YYYY-MM-DD HH24:MI:SS.FF9"
-_TEXT = {"TIMESTAMP": (f"TO_VARCHAR({{}}, '{_MOMENT}')", "timestamp"),
-         "TIMESTAMP_NTZ": (f"TO_VARCHAR({{}}, '{_MOMENT}')", "timestamp"),
-         "TIMESTAMP_TZ": (f"TO_VARCHAR({{}}, '{_MOMENT}TZH:TZM')", "timestamp"),
-         "TIMESTAMP_LTZ": (f"TO_VARCHAR({{}}, '{_MOMENT}TZH:TZM')", "timestamp"),
-         "DATE": ("TO_VARCHAR({}, 'YYYY-MM-DD')", "date"),
-         "TIME": ("TO_VARCHAR({}, 'HH24:MI:SS.FF9')", "time"),
-         "INTERVAL_YEAR_MONTH": ("TO_VARCHAR({})", "interval"),
-         "INTERVAL_DAY_TIME": ("TO_VARCHAR({})", "interval")}
-_JSON = {"VARIANT": None, "OBJECT": None, "ARRAY": None, "MAP": "TO_JSON({}::VARIANT)",
-         "GEOGRAPHY": "TO_JSON(ST_ASGEOJSON({}))", "GEOMETRY": "TO_JSON(ST_ASGEOJSON({}))"}
+_TEXT = {
+    "TIMESTAMP": (f"TO_VARCHAR({{}}, '{_MOMENT}')", "timestamp"),
+    "TIMESTAMP_NTZ": (f"TO_VARCHAR({{}}, '{_MOMENT}')", "timestamp"),
+    "TIMESTAMP_TZ": (f"TO_VARCHAR({{}}, '{_MOMENT}TZH:TZM')", "timestamp"),
+    "TIMESTAMP_LTZ": (f"TO_VARCHAR({{}}, '{_MOMENT}TZH:TZM')", "timestamp"),
+    "DATE": ("TO_VARCHAR({}, 'YYYY-MM-DD')", "date"),
+    "TIME": ("TO_VARCHAR({}, 'HH24:MI:SS.FF9')", "time"),
+    "INTERVAL_YEAR_MONTH": ("TO_VARCHAR({})", "interval"),
+    "INTERVAL_DAY_TIME": ("TO_VARCHAR({})", "interval"),
+}
+_JSON = {
+    "VARIANT": None,
+    "OBJECT": None,
+    "ARRAY": None,
+    "MAP": "TO_JSON({}::VARIANT)",
+    "GEOGRAPHY": "TO_JSON(ST_ASGEOJSON({}))",
+    "GEOMETRY": "TO_JSON(ST_ASGEOJSON({}))",
+}
 _EXACT_KEYS = frozenset({"INTEGER", "TEXT"})  # NUMBER(p, 0) and VARCHAR: their text in SQL is the key Python makes
 _UTC = ("UTC", "Etc/UTC")
 _HEX = "'0123456789abcdef'"
@@ -54,8 +81,10 @@ class SnowflakeDialect(Dialect):
     in_warehouse_diff: ClassVar[bool] = True
     keyed_state: ClassVar[bool] = False  # a primary key Snowflake would not enforce; the lock keeps one writer
     multi_table_delete: ClassVar[bool] = True  # DELETE ... USING
-    case_folding: ClassVar[str] = ("Snowflake folds unquoted names to upper case, which SQLAlchemy shows in lower case: "
-                                   "quote a name to keep its case")
+    case_folding: ClassVar[str] = (
+        "Snowflake folds unquoted names to upper case, which SQLAlchemy shows in lower case: "
+        "quote a name to keep its case"
+    )
 
     @contextmanager
     def session(self, connection: sa.Connection) -> Iterator[None]:
@@ -80,27 +109,30 @@ class SnowflakeDialect(Dialect):
             result.close()
         preparer = engine.dialect.identifier_preparer
         taken = set(stored)
-        names = {c: c.lower() for c in stored
-                 if c.upper() == c and c.lower() != c and c.lower() not in taken
-                 and not preparer._requires_quotes(c.lower())}
+        names = {
+            c: c.lower()
+            for c in stored
+            if c.upper() == c and c.lower() != c and c.lower() not in taken and not preparer._requires_quotes(c.lower())
+        }
         if not names or len(set(stored)) != len(stored):
             return sql  # nothing to rename, or duplicate names (a query's join) that no SELECT list can tell apart
         quote = preparer.quote_identifier
         columns = ", ".join(f"{quote(c)} AS {quote(names[c])}" if c in names else quote(c) for c in stored)
         return f"SELECT {columns} FROM (\n{sql}\n) AS cdp_named"
 
-    def shape(self, columns: list[str], description: Sequence[Sequence[Any]],
-              declared: dict[str, sa.types.TypeEngine]) -> SourceShape:
+    def shape(
+        self, columns: list[str], description: Sequence[Sequence[Any]], declared: dict[str, sa.types.TypeEngine]
+    ) -> SourceShape:
         types = [_type_name(d) for d in description]
         casts: dict[str, str] = {}
         fixers: dict[int, Fixer] = {}
-        for index, (column, kind) in enumerate(zip(columns, types)):
+        for index, (column, kind) in enumerate(zip(columns, types, strict=False)):
             if kind in _TEXT:
                 casts[column], reader = _TEXT[kind]
                 fixers[index] = TEXT_READERS[reader]
             elif kind in _JSON:
-                if _JSON[kind] is not None:
-                    casts[column] = _JSON[kind]
+                if (json_cast := _JSON[kind]) is not None:
+                    casts[column] = json_cast
                 fixers[index] = json_value
         return SourceShape(columns, types, casts, fixers)
 

@@ -20,6 +20,7 @@ class SQLiteDialect(Dialect):
     @contextmanager
     def session(self, connection: sa.Connection) -> Iterator[None]:
         raw = connection.connection.dbapi_connection
+        assert raw is not None  # an open Connection holds its DB-API connection
         before = raw.text_factory
         raw.text_factory = utf8_or_unreadable  # sqlite3 would fail the whole fetch on one value that is not UTF-8
         raw.create_function("cdp_bucket", 1, _bucket, deterministic=True)  # SQLite has no md5 of its own
