@@ -24,7 +24,7 @@ class People:
     active: bool = False
 
     def __post_init__(self) -> None:
-        if self.id_column is None and self.email_column is None:
+        if not self.id_column and not self.email_column:
             raise SourceError("People needs id_column (userId) or email_column (identify by email); neither was given.")
 
 
