@@ -143,3 +143,84 @@ def test_dg_lists_the_component() -> None:
 def test_importing_the_client_and_engine_does_not_import_dagster() -> None:
     probe = "import sys, dagster_cdp, dagster_cdp.client, dagster_cdp.sync; assert 'dagster' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0
+
+
+def test_json_schema_lists_every_kind_with_its_fields() -> None:
+    """What editors and `dg check yaml` read: for each kind, exactly the fields the component accepts for it."""
+    syncs = CustomerIOSyncComponent.get_model_cls().model_json_schema()["properties"]["syncs"]
+    branches = {b["then"]["properties"]["kind"]["const"]: b["then"] for b in syncs["items"]["allOf"]}
+    assert set(branches) == {"people", "objects", "relationships", "devices", "suppressions", "events", "pages",
+                             "screens", "aliases", "delivery_reports"}
+    assert set(syncs["items"]["properties"]["kind"]["enum"]) == set(branches)
+    for kind, branch in branches.items():
+        assert branch["additionalProperties"] is False, kind
+        assert "name" in branch["required"] and "kind" in branch["required"], kind
+        for field, spec in branch["properties"].items():
+            assert field == "kind" or spec.get("description"), (kind, field)
+    assert {"user_id", "object_id", "object_type", "object_type_column", "attributes"} <= set(
+        branches["relationships"]["properties"])
+    assert {"id", "event", "cursor", "lookback"} <= set(branches["events"]["properties"])
+    assert "mode" in branches["people"]["properties"] and "user_id" not in branches["people"]["properties"]
+
+
+def _dg_project(tmp_path: Path, defs_yaml: str | None = None) -> Path:
+    """A minimal dg project (package `cdp_project`) with, if given, defs/customerio/defs.yaml."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "cdp-project"\nversion = "0.1.0"\n\n[tool.dg]\ndirectory_type = "project"\n\n'
+        '[tool.dg.project]\nroot_module = "cdp_project"\n'
+    )
+    defs = tmp_path / "src" / "cdp_project" / "defs"
+    defs.mkdir(parents=True)
+    (defs.parent / "__init__.py").write_text("")
+    (defs / "__init__.py").write_text("")
+    if defs_yaml is not None:
+        (defs / "customerio").mkdir()
+        (defs / "customerio" / "defs.yaml").write_text(defs_yaml)
+    return tmp_path
+
+
+def _dg(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(project / "src")]),
+           "DAGSTER_HOME": str(project)}
+    return subprocess.run([str(Path(sys.executable).with_name("dg")), *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "line", "message"),
+    [
+        ("      id: account_id\n", "      idd: account_id\n", 13, "'idd' was unexpected"),
+        ("kind: people", "kind: persons", 6, "'persons' is not one of"),
+        ("      user_id: user_id\n", "      user: user_id\n", 18, "'user' was unexpected"),
+    ],
+)
+def test_dg_check_yaml_reports_a_wrong_field_with_file_and_line(
+    tmp_path: Path, replace: str, by: str, line: int, message: str
+) -> None:
+    project = _dg_project(tmp_path, DEFS_YAML.replace(replace, by, 1))
+    checked = _dg(project, "check", "yaml")
+    assert checked.returncode != 0
+    output = checked.stdout + checked.stderr
+    assert f"defs.yaml:{line}" in output and message in output, output[-2000:]
+
+
+def test_dg_check_yaml_accepts_a_valid_defs_yaml(tmp_path: Path) -> None:
+    checked = _dg(_dg_project(tmp_path, DEFS_YAML), "check", "yaml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_dg_scaffold_defs_writes_a_defs_yaml_that_loads(tmp_path: Path, emulator: Emulator, warehouse_url: str) -> None:
+    project = _dg_project(tmp_path)
+    scaffolded = _dg(project, "scaffold", "defs", "dagster_cdp.CustomerIOSyncComponent", "customerio")
+    assert scaffolded.returncode == 0, scaffolded.stdout + scaffolded.stderr
+    defs_yaml = (project / "src" / "cdp_project" / "defs" / "customerio" / "defs.yaml").read_text()
+    assert "# " in defs_yaml  # commented for a first-time user
+    assert _dg(project, "check", "yaml").returncode == 0
+    defs = _load(defs_yaml)
+    assert {asset.key for asset in defs.assets} == {dg.AssetKey("cdp_people")}
+    resources = {
+        "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    assert dg.materialize(list(defs.assets), resources=resources).success
+    assert set(emulator.snapshot()["people"]) == {"1", "2"}

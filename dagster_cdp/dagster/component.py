@@ -13,6 +13,8 @@
           deps: [people]
 
 Its assets need the resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource).
+Its JSON schema lists each kind's fields (for editors and `dg check yaml`); `dg scaffold defs` writes a
+commented starting defs.yaml.
 Subclass and override `get_asset_spec` or `execute` to change how syncs look or run.
 """
 
@@ -23,7 +25,14 @@ from dagster.components.resolved.errors import ResolutionException
 from pydantic import Field
 
 from dagster_cdp.dagster.assets import sync_asset_spec, sync_multi_asset
-from dagster_cdp.dagster.definition import KINDS, InvalidSyncError, SyncModel, name_clash, parse_sync
+from dagster_cdp.dagster.component_scaffold import CustomerIOSyncScaffolder
+from dagster_cdp.dagster.definition import (
+    InvalidSyncError,
+    SyncModel,
+    declarations_json_schema,
+    name_clash,
+    parse_sync,
+)
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
@@ -60,6 +69,14 @@ def _located(context: dg.ResolutionContext, path: list[str | int], message: str)
     )
 
 
+def _publish_declarations(schema: dict[str, Any]) -> None:
+    """Publishes each kind's fields as the schema of `syncs` (what editors and `dg check yaml` read)."""
+    description = schema.get("description")
+    schema.clear()
+    schema.update(declarations_json_schema(), description=description)
+
+
+@dg.scaffold_with(CustomerIOSyncScaffolder)
 class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     """Warehouse tables or queries kept in sync with Customer.io: one asset per sync, sending only changes."""
 
@@ -67,10 +84,10 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         list[SyncModel],
         dg.Resolver(
             _resolve_syncs,
-            model_field_type=list[dict[str, Any]],
-            description=f"Syncs: name, kind ({'|'.join(KINDS)}), table or query, and the mapped columns.",
+            model_field_type=list[dict[str, Any]],  # validated by `_resolve_syncs`, which locates errors in defs.yaml
+            description="Syncs, one per table or query; `kind` says what the rows are and which fields apply.",
         ),
-    ]
+    ] = Field(json_schema_extra=_publish_declarations)
     group_name: str = Field("customerio", description="Asset group of the sync assets.")
     warehouse_kind: str | None = Field(
         None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb."

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,19 +29,6 @@ from dagster_cdp.sync import (
 from dagster_cdp.sync.definition import SyncMapping
 from dagster_cdp.sync.errors import SourceError
 
-KINDS = (
-    "people",
-    "objects",
-    "relationships",
-    "devices",
-    "suppressions",
-    "events",
-    "pages",
-    "screens",
-    "aliases",
-    "delivery_reports",
-)
-
 
 class InvalidSyncError(CdpError, ValueError):
     """A declared sync is malformed; `problems` holds (path inside the declaration, message) pairs."""
@@ -55,7 +42,7 @@ class SyncModel(BaseModel):
     """Fields every kind of sync shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: ClassVar[str]
+    kind: str = Field(description="What the rows are, and so which calls they become.")
 
     name: str = Field(description="Unique, stable name; it keys the stored state, so renaming starts from scratch.")
     table: str | None = Field(None, description='Source table, "table" or "schema.table". Exactly one of table/query.')
@@ -133,7 +120,7 @@ def object_type_id(value: int | str) -> str:
 class PeopleSyncModel(SyncModel):
     """Rows are people → identify calls."""
 
-    kind: ClassVar[str] = "people"
+    kind: Literal["people"]
     id: str | None = Field(None, description="Column sent as userId.")
     email: str | None = Field(None, description="Column identifying people by email when there is no id column.")
     traits: list[str] | None = Field(None, description="Columns sent as traits; default every other column.")
@@ -152,7 +139,7 @@ class PeopleSyncModel(SyncModel):
 class ObjectsSyncModel(SyncModel):
     """Rows are objects (accounts, companies, ...) → group calls without userId."""
 
-    kind: ClassVar[str] = "objects"
+    kind: Literal["objects"]
     id: str = Field(description="Column sent as groupId.")
     object_type: int | str = Field("1", description="Object type id (traits.objectTypeId).")
     object_type_column: str | None = Field(None, description="Column holding a per-row object type id instead.")
@@ -172,7 +159,7 @@ class ObjectsSyncModel(SyncModel):
 class RelationshipsSyncModel(SyncModel):
     """Rows relate a person to an object → group calls with userId and groupId."""
 
-    kind: ClassVar[str] = "relationships"
+    kind: Literal["relationships"]
     user_id: str = Field(description="Column sent as userId.")
     object_id: str = Field(description="Column sent as groupId.")
     object_type: int | str = Field("1", description="Object type id (traits.objectTypeId).")
@@ -196,7 +183,7 @@ class RelationshipsSyncModel(SyncModel):
 class DevicesSyncModel(SyncModel):
     """Rows are a person's devices → `Device Created or Updated`; a device gone → `Device Deleted` (mirror mode)."""
 
-    kind: ClassVar[str] = "devices"
+    kind: Literal["devices"]
     user_id: str = Field(description="Column sent as userId (the device's person).")
     token: str = Field(description="Column sent as context.device.token.")
     platform: str = Field(description="Column sent as context.device.type (ios, android, ...).")
@@ -216,7 +203,7 @@ class DevicesSyncModel(SyncModel):
 class SuppressionsSyncModel(SyncModel):
     """Rows are suppressed person ids → `User Suppressed`; an id gone → `User Unsuppressed` (mirror mode)."""
 
-    kind: ClassVar[str] = "suppressions"
+    kind: Literal["suppressions"]
     user_id: str = Field(description="Column holding the suppressed userId.")
 
     def _mapping(self) -> Suppressions:
@@ -263,7 +250,7 @@ class SendOnceSyncModel(SyncModel):
 class EventsSyncModel(SendOnceSyncModel):
     """Rows are events → `track` calls backdated to their timestamp, each event id sent once."""
 
-    kind: ClassVar[str] = "events"
+    kind: Literal["events"]
     id: str = Field(description="Event id column: each id is sent once; the messageId derives from it.")
     event: str = Field(description="Column holding the event name.")
     user_id: str | None = Field(None, description="Column sent as userId.")
@@ -285,7 +272,7 @@ class EventsSyncModel(SendOnceSyncModel):
 class PagesSyncModel(SendOnceSyncModel):
     """Rows are page views → `page` calls, each view id sent once."""
 
-    kind: ClassVar[str] = "pages"
+    kind: Literal["pages"]
     id: str = Field(description="View id column: each id is sent once.")
     page_name: str = Field(description="Column sent as the page's name.")
     user_id: str | None = Field(None, description="Column sent as userId.")
@@ -307,7 +294,7 @@ class PagesSyncModel(SendOnceSyncModel):
 class ScreensSyncModel(SendOnceSyncModel):
     """Rows are mobile screen views → `screen` calls, each view id sent once."""
 
-    kind: ClassVar[str] = "screens"
+    kind: Literal["screens"]
     id: str = Field(description="View id column: each id is sent once.")
     screen_name: str = Field(description="Column sent as the screen's name.")
     user_id: str | None = Field(None, description="Column sent as userId.")
@@ -329,7 +316,7 @@ class ScreensSyncModel(SendOnceSyncModel):
 class AliasesSyncModel(SendOnceSyncModel):
     """Rows are (previous id, user id) pairs → `alias` calls, each pair sent once."""
 
-    kind: ClassVar[str] = "aliases"
+    kind: Literal["aliases"]
     previous_id: str = Field(description="Column sent as previousId (the id being merged away).")
     user_id: str = Field(description="Column sent as userId (the id it merges into).")
 
@@ -340,7 +327,7 @@ class AliasesSyncModel(SendOnceSyncModel):
 class DeliveryReportsSyncModel(SendOnceSyncModel):
     """Rows are message delivery metrics → `Report Delivery Event` tracks, each report id sent once."""
 
-    kind: ClassVar[str] = "delivery_reports"
+    kind: Literal["delivery_reports"]
     id: str = Field(description="Report id column: each id is sent once.")
     delivery_id: str = Field(description="Column sent as properties.deliveryId.")
     metric: str = Field(description="Column sent as properties.metric (delivered, opened, clicked, bounced, ...).")
@@ -365,7 +352,7 @@ class DeliveryReportsSyncModel(SendOnceSyncModel):
 
 
 _MODELS: dict[str, type[SyncModel]] = {
-    m.kind: m
+    get_args(m.model_fields["kind"].annotation)[0]: m
     for m in (
         PeopleSyncModel,
         ObjectsSyncModel,
@@ -379,19 +366,63 @@ _MODELS: dict[str, type[SyncModel]] = {
         DeliveryReportsSyncModel,
     )
 }
+KINDS = tuple(_MODELS)
+
+# A sync as declared: one model per kind, chosen by `kind` (what the component's JSON schema lists).
+SyncDeclaration = Annotated[
+    PeopleSyncModel
+    | ObjectsSyncModel
+    | RelationshipsSyncModel
+    | DevicesSyncModel
+    | SuppressionsSyncModel
+    | EventsSyncModel
+    | PagesSyncModel
+    | ScreensSyncModel
+    | AliasesSyncModel
+    | DeliveryReportsSyncModel,
+    Field(discriminator="kind"),
+]
+
+
+def declarations_json_schema() -> dict[str, Any]:
+    """The JSON schema of a list of declared syncs, which editors and `dg check yaml` read: each kind's fields,
+    chosen by `kind` with if/then (so a wrong field is reported as such, where a `oneOf` would only say that no kind
+    matched), references resolved in place so it can be nested in a component's schema."""
+    schema = pydantic.TypeAdapter(SyncDeclaration).json_schema()
+    models = schema.pop("$defs")
+
+    def resolved(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolved(models[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolved(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolved(item) for item in node]
+        return node
+
+    kinds = [resolved(model) for model in schema["oneOf"]]
+    item = {
+        "type": "object",
+        "required": ["kind", "name"],
+        "properties": {"kind": {"enum": list(KINDS), "description": "What the rows are; it decides the other fields."}},
+        "allOf": [
+            {"if": {"properties": {"kind": kinds_schema["properties"]["kind"]}}, "then": kinds_schema}
+            for kinds_schema in kinds
+        ],
+    }
+    return {"type": "array", "items": item}
 
 
 def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
     """Validates one declared sync (a mapping with `kind`); raises InvalidSyncError listing every problem."""
     if not isinstance(raw, Mapping):
         raise InvalidSyncError([((), f"a sync must be a mapping with `kind` and `name`, got {raw!r}")])
-    fields = dict(raw)
-    kind = fields.pop("kind", None)
-    model = _MODELS.get(kind)
-    if model is None:
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or kind not in _MODELS:
         raise InvalidSyncError([(("kind",), f"kind must be one of {', '.join(KINDS)}; got {kind!r}")])
+    model = _MODELS[kind]
     try:
-        return model.model_validate(fields)
+        return model.model_validate(raw)
     except pydantic.ValidationError as e:
         errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # a typo explains the rest
         raise InvalidSyncError([(tuple(err["loc"]), _message(kind, model, err)) for err in errors]) from None
