@@ -224,3 +224,42 @@ def test_dg_scaffold_defs_writes_a_defs_yaml_that_loads(tmp_path: Path, emulator
     }
     assert dg.materialize(list(defs.assets), resources=resources).success
     assert set(emulator.snapshot()["people"]) == {"1", "2"}
+
+
+TRANSLATION_YAML = DEFS_YAML + """\
+  translation:
+    key: "crm/{{ sync.kind }}_{{ sync.name }}"
+    group_name: growth
+    description: "{{ sync.name }} kept in sync with Customer.io"
+    tags: {team: lifecycle}
+    owners: [team:lifecycle]
+    kinds: [reverse_etl]
+    automation_condition: "{{ automation_condition.on_cron('0 * * * *') }}"
+post_processing:
+  assets:
+    - target: "key:crm/people_people"
+      attributes:
+        metadata: {tier: gold}
+"""
+
+
+def test_translation_and_post_processing_set_the_asset_specs(emulator: Emulator, warehouse_url: str) -> None:
+    defs = _load(TRANSLATION_YAML)
+    specs = {asset.key: asset.specs_by_key[asset.key] for asset in defs.assets}
+    assert set(specs) == {dg.AssetKey(["crm", "people_people"]), dg.AssetKey(["crm", "objects_accounts"]),
+                          dg.AssetKey(["crm", "relationships_memberships"])}
+    people = specs[dg.AssetKey(["crm", "people_people"])]
+    assert people.group_name == "growth"
+    assert people.description == "people kept in sync with Customer.io"
+    assert people.tags["team"] == "lifecycle" and people.owners == ["team:lifecycle"]
+    assert people.kinds == {"reverse_etl"}  # replaced, as Dagster's translation does (tags and metadata merge)
+    assert people.automation_condition is not None
+    assert people.metadata["tier"] == "gold"
+    assert "tier" not in specs[dg.AssetKey(["crm", "objects_accounts"])].metadata
+    assert [dep.asset_key for dep in people.deps] == [dg.AssetKey(["raw", "people"])]  # kept from the sync
+    resources = {
+        "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    assert dg.materialize(list(defs.assets), resources=resources, selection=["crm/people_people"]).success
+    assert set(emulator.snapshot()["people"]) == {"1", "2"}

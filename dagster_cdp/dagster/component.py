@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import dagster as dg
 from dagster.components.resolved.errors import ResolutionException
+from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
 from dagster_cdp.dagster.assets import sync_asset_spec, sync_multi_asset
@@ -92,16 +93,23 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     warehouse_kind: str | None = Field(
         None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb."
     )
+    # As in Dagster's own components (dagster-dbt's `translation`): asset attributes for every sync, templated
+    # with `{{ sync.name }}`, `{{ sync.kind }}`, ... and `{{ spec }}` (the asset spec before translation).
+    translation: Annotated[
+        TranslationFn[SyncModel] | None,
+        TranslationFnResolver[SyncModel](template_vars_for_translation_fn=lambda sync: {"sync": sync}),
+    ] = None
 
     def get_asset_spec(self, sync: SyncModel) -> dg.AssetSpec:
-        """The asset spec of one sync; override to change keys, groups, tags or automation."""
-        return sync_asset_spec(
+        """The asset spec of one sync, with `translation` applied; override to change it in Python."""
+        spec = sync_asset_spec(
             sync.to_definition(),
             key=sync.asset_key,
             deps=[dg.AssetKey.from_user_string(dep) for dep in sync.deps],
             group_name=self.group_name,
             warehouse_kind=self.warehouse_kind,
         )
+        return self.translation(spec, sync) if self.translation else spec
 
     def execute(
         self,
