@@ -21,6 +21,7 @@ _DAGSTER_NAMES = {
     "build_sync_job": "dagster_cdp.dagster",
     "build_sync_op": "dagster_cdp.dagster",
     "build_sync_schedule": "dagster_cdp.dagster",
+    "cdp_sync_asset": "dagster_cdp.dagster",
     "sync_asset_spec": "dagster_cdp.dagster",
     "sync_automation_condition": "dagster_cdp.dagster",
     "build_dbt_sync_assets": "dagster_cdp.dagster.dbt",

@@ -1,6 +1,6 @@
 """The Dagster layer of dagster-cdp: resources, sync assets, the component, ops, dbt, schedules."""
 
-from dagster_cdp.dagster.assets import build_sync_asset, build_sync_assets, sync_asset_spec
+from dagster_cdp.dagster.assets import build_sync_asset, build_sync_assets, cdp_sync_asset, sync_asset_spec
 from dagster_cdp.dagster.automation import build_sync_schedule, sync_automation_condition
 from dagster_cdp.dagster.component import CustomerIOSyncComponent
 from dagster_cdp.dagster.execution import SyncRunConfig
@@ -18,6 +18,7 @@ __all__ = [
     "build_sync_job",
     "build_sync_op",
     "build_sync_schedule",
+    "cdp_sync_asset",
     "sync_asset_spec",
     "sync_automation_condition",
     "warehouse_kind",

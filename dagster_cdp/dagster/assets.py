@@ -1,14 +1,13 @@
 """Sync assets: one asset per sync, for code-first users (`build_sync_assets`) and for the component."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import dagster as dg
 
-from dagster_cdp.dagster.checks import rejection_check_result, rejection_check_spec
+from dagster_cdp.dagster.checks import rejection_check_spec
 from dagster_cdp.dagster.definition import check_names
-from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_pool
-from dagster_cdp.dagster.metadata import sync_report_metadata
+from dagster_cdp.dagster.execution import SyncRunConfig, sync_pool, sync_step
 from dagster_cdp.dagster.partitions import sync_partitions_def
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
@@ -47,6 +46,43 @@ def sync_asset_spec(
     )
 
 
+def cdp_sync_asset(
+    definition: SyncDefinition, *, spec: dg.AssetSpec | None = None, max_rejected_fraction: float = 0.0
+) -> Callable[[Callable[..., Iterator[Any]]], dg.AssetsDefinition]:
+    """Decorates a function whose body runs the sync, so work can be added before and after it (as
+    `@dlt_assets` and `@sling_assets` do). The asset gets the sync's spec (default `sync_asset_spec`), its
+    rejection check, its concurrency pool and partitions; the body asks for the resources and config it needs
+    by parameter and yields what `CustomerIOResource.sync` yields.
+
+    .. code-block:: python
+
+        people = SyncDefinition(name="people", table="analytics.people", mapping=People(id_column="user_id"))
+
+        @cdp_sync_asset(people)
+        def people_sync(
+            context: dg.AssetExecutionContext,
+            config: SyncRunConfig,
+            customerio: CustomerIOResource,
+            warehouse: WarehouseResource,
+        ):
+            context.log.info("before the sync")
+            yield from customerio.sync(context, people, warehouse=warehouse, config=config)
+            context.log.info("after it")
+    """
+    spec = spec or sync_asset_spec(definition)
+
+    def decorate(body: Callable[..., Iterator[Any]]) -> dg.AssetsDefinition:
+        return dg.multi_asset(
+            name=spec.key.to_python_identifier(),
+            specs=[spec.replace_attributes(skippable=True)],  # skipped when only the check is selected
+            check_specs=[rejection_check_spec(spec.key, max_rejected_fraction)],
+            pool=sync_pool(definition),
+            can_subset=True,
+        )(body)
+
+    return decorate
+
+
 def build_sync_asset(
     definition: SyncDefinition, *, spec: dg.AssetSpec | None = None, max_rejected_fraction: float = 0.0
 ) -> dg.AssetsDefinition:
@@ -62,15 +98,16 @@ def build_sync_asset(
         )
     """
 
-    def execute(
+    @cdp_sync_asset(definition, spec=spec, max_rejected_fraction=max_rejected_fraction)
+    def _sync(
         context: dg.AssetExecutionContext,
         config: SyncRunConfig,
         customerio: CustomerIOResource,
         warehouse: WarehouseResource,
-    ) -> SyncReport:
-        return execute_sync(context, definition, customerio=customerio, warehouse=warehouse, config=config)
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+        yield from customerio.sync(context, definition, warehouse=warehouse, config=config)
 
-    return sync_multi_asset(definition, spec or sync_asset_spec(definition), max_rejected_fraction, execute)
+    return _sync
 
 
 class SpecOptions(TypedDict, total=False):
@@ -94,44 +131,18 @@ def build_sync_assets(
 def sync_multi_asset(
     definition: SyncDefinition, spec: dg.AssetSpec, max_rejected_fraction: float, execute: SyncExecuteFn
 ) -> dg.AssetsDefinition:
-    """The asset around `execute`: run config, resources, concurrency pool, rejection check, metadata.
+    """The asset of a sync run by `execute` (the component's overridable `execute`, which returns the report).
 
     A dry run records an observation instead of a materialization: nothing changed in Customer.io.
-    The asset can be subset so that a dry run need not yield the check, and so the check alone runs nothing.
     """
 
-    @dg.multi_asset(
-        name=spec.key.to_python_identifier(),
-        specs=[spec.replace_attributes(skippable=True)],
-        check_specs=[rejection_check_spec(spec.key, max_rejected_fraction)],
-        pool=sync_pool(definition),
-        can_subset=True,
-    )
+    @cdp_sync_asset(definition, spec=spec, max_rejected_fraction=max_rejected_fraction)
     def _sync(
         context: dg.AssetExecutionContext,
         config: SyncRunConfig,
         customerio: CustomerIOResource,
         warehouse: WarehouseResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
-        if spec.key not in context.selected_asset_keys:
-            context.log.info(f"{spec.key.to_user_string()} is not selected: the rejection check runs with the sync.")
-            return
-        report = execute(context, config, customerio, warehouse)
-        with_check = bool(context.selected_asset_check_keys)
-        yield from sync_events(spec.key, report, max_rejected_fraction if with_check else None)
+        yield from sync_step(context, lambda: execute(context, config, customerio, warehouse))
 
     return _sync
-
-
-def sync_events(
-    asset_key: dg.AssetKey, report: SyncReport, max_rejected_fraction: float | None
-) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
-    """A materialization (with the rejection check unless None) for a real run; an observation for a dry run."""
-    metadata = sync_report_metadata(report)
-    if report.dry_run:
-        yield dg.AssetObservation(asset_key=asset_key, metadata=metadata)
-    else:
-        checks = (
-            [] if max_rejected_fraction is None else [rejection_check_result(asset_key, report, max_rejected_fraction)]
-        )
-        yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks)

@@ -15,6 +15,7 @@ def rejection_check_spec(asset_key: dg.AssetKey, max_rejected_fraction: float) -
         name=REJECTION_CHECK_NAME,
         asset=asset_key,
         description=f"Fails when rejected rows exceed {max_rejected_fraction:.2%} of the source rows.",
+        metadata={"max_rejected_fraction": max_rejected_fraction},
     )
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import dagster as dg
 from pydantic import Field
 
+from dagster_cdp.dagster.checks import REJECTION_CHECK_NAME, rejection_check_result
+from dagster_cdp.dagster.metadata import sync_report_metadata
 from dagster_cdp.dagster.partitions import partition_run
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
@@ -83,3 +87,36 @@ def execute_sync(
             if client is not None:
                 client.close()
     return report
+
+
+def sync_step(
+    context: dg.AssetExecutionContext, run: Callable[[], SyncReport]
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    """Runs the sync of the asset being computed (`run`) and yields what Dagster records of it: a materialization
+    with the rejection check, or an observation for a dry run (nothing changed in Customer.io). Selected alone, the
+    check runs nothing: it is evaluated by the sync."""
+    if not context.selected_asset_keys:  # one asset per sync: selected, or only its check is
+        checked = ", ".join(c.asset_key.to_user_string() for c in context.assets_def.check_specs)
+        context.log.info(f"{checked} is not selected: the rejection check runs with the sync.")
+        return
+    [key] = context.selected_asset_keys
+    report = run()
+    fraction = None
+    for check in context.assets_def.check_specs:
+        if check.name == REJECTION_CHECK_NAME and check.key in context.selected_asset_check_keys:
+            fraction = float(check.metadata["max_rejected_fraction"])
+    yield from sync_events(key, report, fraction)
+
+
+def sync_events(
+    asset_key: dg.AssetKey, report: SyncReport, max_rejected_fraction: float | None
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    """A materialization (with the rejection check unless None) for a real run; an observation for a dry run."""
+    metadata = sync_report_metadata(report)
+    if report.dry_run:
+        yield dg.AssetObservation(asset_key=asset_key, metadata=metadata)
+    else:
+        checks = (
+            [] if max_rejected_fraction is None else [rejection_check_result(asset_key, report, max_rejected_fraction)]
+        )
+        yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from dagster_cdp.client import PipelinesClient, Region, check_base_url
+
+if TYPE_CHECKING:
+    from dagster_cdp.dagster.execution import SyncRunConfig
+    from dagster_cdp.dagster.warehouse import WarehouseResource
+    from dagster_cdp.sync import SyncDefinition
 
 
 class CustomerIOResource(dg.ConfigurableResource):
@@ -50,4 +56,26 @@ class CustomerIOResource(dg.ConfigurableResource):
             max_retry_seconds=self.max_retry_seconds,
             max_concurrency=self.max_concurrency,
             rate_limit=self.rate_limit,
+        )
+
+    def sync(
+        self,
+        context: dg.AssetExecutionContext,
+        definition: SyncDefinition,
+        *,
+        warehouse: WarehouseResource,
+        config: SyncRunConfig,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+        """Runs `definition` inside a `cdp_sync_asset` body and yields its materialization (or, for a dry run, an
+        observation) with the rejection check. `config` is the step's run config (dry run, full resync, force).
+
+        .. code-block:: python
+
+            yield from customerio.sync(context, people, warehouse=warehouse, config=config)
+        """
+        # Imported here: the execution module uses this resource.
+        from dagster_cdp.dagster.execution import execute_sync, sync_step
+
+        yield from sync_step(
+            context, lambda: execute_sync(context, definition, customerio=self, warehouse=warehouse, config=config)
         )
