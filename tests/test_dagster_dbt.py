@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 
+from dagster_cdp import build_dbt_sync_assets
 from dagster_cdp.dagster.dbt import dbt_declared_syncs
-from dagster_cdp.dagster.definition import InvalidSyncError
+from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel
 from dagster_cdp.sync import Objects, People, Relationships
 
 
@@ -57,3 +59,19 @@ def test_meta_cdp_names_differing_only_in_case_are_refused_naming_both_models() 
     with pytest.raises(InvalidSyncError, match=r"dbt models customers, leads\.meta\.cdp\.name: sync names 'People' "
                                                r"and 'people' differ only in case"):
         dbt_declared_syncs(manifest)
+
+
+def test_translation_changes_every_sync_asset_spec_of_the_dbt_project() -> None:
+    """`build_dbt_sync_assets(translation=...)`: asset attributes per declared sync, without subclassing."""
+    from example_repo.definitions import example_dbt_models
+
+    def translation(spec: dg.AssetSpec, sync: SyncModel) -> dg.AssetSpec:
+        return spec.replace_attributes(key=["crm", sync.name], owners=["team:crm"], tags={"cdp_kind": sync.kind})
+
+    assets = build_dbt_sync_assets(example_dbt_models, translation=translation)
+    specs = {asset.key: asset.specs_by_key[asset.key] for asset in assets}
+    assert set(specs) == {dg.AssetKey(["crm", name]) for name in
+                          ("people", "accounts", "memberships", "devices", "suppressions", "events", "aliases")}
+    assert all(spec.owners == ["team:crm"] for spec in specs.values())
+    assert specs[dg.AssetKey(["crm", "memberships"])].tags["cdp_kind"] == "relationships"
+    assert specs[dg.AssetKey(["crm", "people"])].deps  # still downstream of its dbt model

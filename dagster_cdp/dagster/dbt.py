@@ -13,6 +13,7 @@ The sync's name defaults to the model's name, its table to the model's `schema.a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -61,10 +62,13 @@ def build_dbt_sync_assets(
     group_name: str = "customerio",
     warehouse_kind: str | None = None,
     automation_condition: dg.AutomationCondition | None = sync_automation_condition(),  # noqa: B008  (immutable: one shared value is safe)
+    translation: Callable[[dg.AssetSpec, SyncModel], dg.AssetSpec] | None = None,
 ) -> list[dg.AssetsDefinition]:
     """A sync asset for every `meta.cdp` in the project behind `dbt_assets`, downstream of its model.
 
     By default each runs after its model updates (`sync_automation_condition()`); pass None to turn that off.
+    `translation` changes each sync's asset spec as the component's `translation` block does (it gets the spec
+    and the declared sync), e.g. ``lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``.
     """
     manifest, _, _ = get_manifest_and_translator_from_dbt_assets([dbt_assets])
     assets = []
@@ -78,6 +82,7 @@ def build_dbt_sync_assets(
             warehouse_kind=warehouse_kind or _dbt_adapter(manifest),
             automation_condition=automation_condition,
         )
+        spec = translation(spec, sync) if translation else spec
         assets.append(build_sync_asset(definition, spec=spec, max_rejected_fraction=sync.max_rejected_fraction))
     return assets
 
