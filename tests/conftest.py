@@ -6,6 +6,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,42 +71,36 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
     `@pytest.mark.parametrize("warehouse", [...], indirect=True)`."""
     kind = request.param
     name = f"cdp_test_{uuid.uuid4().hex[:12]}"
-    if kind == "sqlite":
-        place = Warehouse(kind, f"sqlite:///{tmp_path / 'warehouse.sqlite'}", "main")
-        yield place
-        place.release()
-    elif kind == "duckdb":
-        place = Warehouse(kind, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", "main")
-        yield place
-        place.release()
+    if kind in ("sqlite", "duckdb"):
+        yield from _released(Warehouse(kind, f"{kind}:///{tmp_path / f'warehouse.{kind}'}", "main"))
     elif kind == "postgresql":
-        admin = sa.create_engine(POSTGRES)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-        place = Warehouse(kind, f"{POSTGRES}?options=-csearch_path%3D{name}", name)
-        try:
-            yield place
-        finally:
-            place.release()
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-            admin.dispose()
+        with _namespace(POSTGRES, f'CREATE SCHEMA "{name}"', f'DROP SCHEMA "{name}" CASCADE'):
+            yield from _released(Warehouse(kind, f"{POSTGRES}?options=-csearch_path%3D{name}", name))
     elif kind == "snowflake":
         with snowflake_schema(name) as url:
-            place = Warehouse(kind, url, name)
-            try:
-                yield place
-            finally:
-                place.release()
+            yield from _released(Warehouse(kind, url, name))
     else:
-        admin = sa.create_engine(MARIADB)
+        with _namespace(MARIADB, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4", f"DROP DATABASE `{name}`"):
+            yield from _released(Warehouse(kind, f"{MARIADB}/{name}?charset=utf8mb4", name))
+
+
+def _released(place: Warehouse) -> Iterator[Warehouse]:
+    """Yields the warehouse, then releases its engines (before its namespace is dropped)."""
+    try:
+        yield place
+    finally:
+        place.release()
+
+
+@contextmanager
+def _namespace(admin_url: str, create: str, drop: str) -> Iterator[None]:
+    """A schema or database created on a server for one test, and dropped after it."""
+    admin = sa.create_engine(admin_url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(create)
+    try:
+        yield
+    finally:
         with admin.begin() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        place = Warehouse(kind, f"{MARIADB}/{name}?charset=utf8mb4", name)
-        try:
-            yield place
-        finally:
-            place.release()
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f"DROP DATABASE `{name}`")
-            admin.dispose()
+            connection.exec_driver_sql(drop)
+        admin.dispose()
