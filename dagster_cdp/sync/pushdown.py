@@ -85,7 +85,8 @@ class Pushdown:
         come out are joined to their whole state row and source row afterwards."""
         d, dialect = self.definition, self.dialect
         quote = engine.dialect.identifier_preparer.quote_identifier
-        width = len(self._src_keys(engine, "cdp_src"))
+        parts = self._src_keys(engine, "cdp_src")
+        width = len(parts)
         ks = [f"cdp_k{i}" for i in range(width)]
         hashed = dialect.row_hash(
             _literal(orjson.dumps(self.hashed_columns).decode()), [quote(c) for c in self.hashed_columns]
@@ -110,10 +111,8 @@ class Pushdown:
                 f"FROM ({both}) AS cdp_both GROUP BY {', '.join(ks)}"
             )
             diffed = f"SELECT * FROM ({grouped}) AS g WHERE {condition}"
-        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks, strict=False))
-        row_keys = ", ".join(
-            f"{sql} AS cdp_row_{k}" for sql, k in zip(self._src_keys(engine, "cdp_src"), ks, strict=False)
-        )
+        src_keys = ", ".join(f"{sql} AS {k}" for sql, k in zip(parts, ks, strict=True))
+        row_keys = ", ".join(f"{sql} AS cdp_row_{k}" for sql, k in zip(parts, ks, strict=True))
         state, this_sync = self._state_from(engine, "cdp_full")
         sql = f"""
             WITH src AS (
