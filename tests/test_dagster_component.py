@@ -11,6 +11,8 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 from tests.components import load_defs_yaml as _load
+from tests.components import dg_cli as _dg
+from tests.components import dg_project as _dg_project
 from tests.components import load_error as _load_error
 
 from dagster_cdp import CustomerIOResource, CustomerIOSyncComponent, WarehouseResource
@@ -163,29 +165,6 @@ def test_json_schema_lists_every_kind_with_its_fields() -> None:
     assert "mode" in branches["people"]["properties"] and "user_id" not in branches["people"]["properties"]
 
 
-def _dg_project(tmp_path: Path, defs_yaml: str | None = None) -> Path:
-    """A minimal dg project (package `cdp_project`) with, if given, defs/customerio/defs.yaml."""
-    (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "cdp-project"\nversion = "0.1.0"\n\n[tool.dg]\ndirectory_type = "project"\n\n'
-        '[tool.dg.project]\nroot_module = "cdp_project"\n'
-    )
-    defs = tmp_path / "src" / "cdp_project" / "defs"
-    defs.mkdir(parents=True)
-    (defs.parent / "__init__.py").write_text("")
-    (defs / "__init__.py").write_text("")
-    if defs_yaml is not None:
-        (defs / "customerio").mkdir()
-        (defs / "customerio" / "defs.yaml").write_text(defs_yaml)
-    return tmp_path
-
-
-def _dg(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(project / "src")]),
-           "DAGSTER_HOME": str(project)}
-    return subprocess.run([str(Path(sys.executable).with_name("dg")), *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize(
     ("replace", "by", "line", "message"),
     [
@@ -209,7 +188,11 @@ def test_dg_check_yaml_accepts_a_valid_defs_yaml(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_dg_scaffold_defs_writes_a_defs_yaml_that_loads(tmp_path: Path, emulator: Emulator, warehouse_url: str) -> None:
+def test_dg_scaffold_defs_writes_a_defs_yaml_that_loads(tmp_path: Path, emulator: Emulator, warehouse_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDP_API_KEY", "test-key")
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse_url)
+    monkeypatch.setenv("CDP_BASE_URL", emulator.url)
     project = _dg_project(tmp_path)
     scaffolded = _dg(project, "scaffold", "defs", "dagster_cdp.CustomerIOSyncComponent", "customerio")
     assert scaffolded.returncode == 0, scaffolded.stdout + scaffolded.stderr
@@ -218,11 +201,7 @@ def test_dg_scaffold_defs_writes_a_defs_yaml_that_loads(tmp_path: Path, emulator
     assert _dg(project, "check", "yaml").returncode == 0
     defs = _load(defs_yaml)
     assert {asset.key for asset in defs.assets} == {dg.AssetKey("cdp_people")}
-    resources = {
-        "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-        "warehouse": WarehouseResource(url=warehouse_url),
-    }
-    assert dg.materialize(list(defs.assets), resources=resources).success
+    assert dg.materialize(list(defs.assets)).success  # with the resources it configures
     assert set(emulator.snapshot()["people"]) == {"1", "2"}
 
 

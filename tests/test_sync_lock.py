@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,21 +106,38 @@ def test_a_run_waits_for_another_process_holding_the_lock(warehouse: Warehouse, 
                                                           client: PipelinesClient, runs) -> None:
     _people(warehouse)
     warehouse.release()  # DuckDB: one process may open the file, the holder first
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, warehouse.url], cwd=REPO, stdin=subprocess.PIPE,
+    waiting = _Signal(WAITING)
+    with _held_by_another_process(HOLDER, warehouse.url) as release:
+        _waits_then_runs(runs(PEOPLE, warehouse=warehouse.url, client=client, log=_logger("waiter", waiting)), waiting,
+                         release, emulator)
+    assert emulator.stats()["repeats"] == 0
+
+
+@contextmanager
+def _held_by_another_process(script: str, argument: str) -> Iterator[Callable[[], None]]:
+    """Runs `script` in another process until it prints "holding"; yields what makes it release and exit."""
+    holder = subprocess.Popen([sys.executable, "-c", script, argument], cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "holding\n"
-        waiting = _Signal(WAITING)
-        run = runs(PEOPLE, warehouse=warehouse.url, client=client, log=_logger("waiter", waiting))
-        assert waiting.seen.wait(_SIGNAL_TIMEOUT)
-        assert emulator.stats()["requests"] == 0
+
+    def release() -> None:
         holder.stdin.write("release\n")
         holder.stdin.flush()
-        assert run.result(_SIGNAL_TIMEOUT).inserted == 20
+
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        yield release
     finally:
         holder.kill()
         holder.wait()
-    assert emulator.stats()["repeats"] == 0
+
+
+def _waits_then_runs(run: Future[SyncReport], waiting: _Signal, release: Callable[[], None],
+                     emulator: Emulator) -> None:
+    """The run logs that it waits and sends nothing; once the holder releases, it syncs the 20 people."""
+    assert waiting.seen.wait(_SIGNAL_TIMEOUT)
+    assert emulator.stats()["requests"] == 0
+    release()
+    assert run.result(_SIGNAL_TIMEOUT).inserted == 20
 
 
 HOLDER = """
@@ -177,3 +195,34 @@ def test_the_message_names_the_state_database_without_its_password() -> None:
             pass
     assert "not-the-secret" not in str(raised.value) and "postgres:***@127.0.0.1" in str(raised.value)
     store.engine.dispose()
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)
+def test_syncs_of_one_duckdb_file_take_turns_across_processes(warehouse: Warehouse, emulator: Emulator,
+                                                               client: PipelinesClient, runs) -> None:
+    """DuckDB admits one process per file: a run of another sync waits for the process that has it open (as
+    Dagster's multiprocess executor runs two syncs at once), or fails after lock_timeout saying why."""
+    _people(warehouse)
+    warehouse.release()
+    file = warehouse.engine.url.database
+    with _held_by_another_process(FILE_HOLDER, file) as release:
+        other = SyncDefinition(name="other", table="people", mapping=People(id_column="id"), lock_timeout=0.3)
+        with pytest.raises(SyncLockedError, match=r"Another process kept the DuckDB file .* open for 0.3 s .*"
+                                                  r"Nothing was sent"):
+            run_sync(other, warehouse=warehouse.url, client=client)
+        waiting = _Signal("is open in another process")
+        _waits_then_runs(runs(PEOPLE, warehouse=warehouse.url, client=client, log=_logger("turn", waiting)), waiting,
+                         release, emulator)
+
+
+FILE_HOLDER = """
+import logging, sys
+import duckdb
+from pathlib import Path
+from dagster_cdp.sync.locks import database_turns
+
+with database_turns([Path(sys.argv[1])], 0, logging.getLogger()):
+    with duckdb.connect(sys.argv[1]):  # a run of another sync, with the file open
+        print("holding", flush=True)
+        sys.stdin.readline()
+"""

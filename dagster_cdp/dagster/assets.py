@@ -1,19 +1,18 @@
 """Sync assets: one asset per sync, for code-first users (`build_sync_assets`) and for the component."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypedDict, Unpack
 
 import dagster as dg
 
 from dagster_cdp.dagster.checks import rejection_check_spec
 from dagster_cdp.dagster.definition import check_names
-from dagster_cdp.dagster.execution import SyncRunConfig, sync_pool, sync_step
+from dagster_cdp.dagster.execution import SyncRunConfig, sync_pool
 from dagster_cdp.dagster.partitions import sync_partitions_def
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import WarehouseResource
-from dagster_cdp.sync import SyncDefinition, SyncReport
-
-SyncExecuteFn = Callable[[dg.AssetExecutionContext, SyncRunConfig, CustomerIOResource, WarehouseResource], SyncReport]
+from dagster_cdp.sync import SyncDefinition
 
 
 def sync_asset_spec(
@@ -47,12 +46,17 @@ def sync_asset_spec(
 
 
 def cdp_sync_asset(
-    definition: SyncDefinition, *, spec: dg.AssetSpec | None = None, max_rejected_fraction: float = 0.0
+    definition: SyncDefinition,
+    *,
+    spec: dg.AssetSpec | None = None,
+    max_rejected_fraction: float = 0.0,
+    required_resource_keys: AbstractSet[str] = frozenset(),
 ) -> Callable[[Callable[..., Iterator[Any]]], dg.AssetsDefinition]:
     """Decorates a function whose body runs the sync, so work can be added before and after it (as
     `@dlt_assets` and `@sling_assets` do). The asset gets the sync's spec (default `sync_asset_spec`), its
     rejection check, its concurrency pool and partitions; the body asks for the resources and config it needs
-    by parameter and yields what `CustomerIOResource.sync` yields.
+    by parameter (or `required_resource_keys`, read from `context.resources`) and yields what
+    `CustomerIOResource.sync` yields.
 
     .. code-block:: python
 
@@ -78,6 +82,7 @@ def cdp_sync_asset(
             check_specs=[rejection_check_spec(spec.key, max_rejected_fraction)],
             pool=sync_pool(definition),
             can_subset=True,
+            required_resource_keys=set(required_resource_keys),
         )(body)
 
     return decorate
@@ -126,23 +131,3 @@ def build_sync_assets(
     """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`."""
     check_names(definitions)
     return [build_sync_asset(d, spec=sync_asset_spec(d, **spec_options)) for d in definitions]
-
-
-def sync_multi_asset(
-    definition: SyncDefinition, spec: dg.AssetSpec, max_rejected_fraction: float, execute: SyncExecuteFn
-) -> dg.AssetsDefinition:
-    """The asset of a sync run by `execute` (the component's overridable `execute`, which returns the report).
-
-    A dry run records an observation instead of a materialization: nothing changed in Customer.io.
-    """
-
-    @cdp_sync_asset(definition, spec=spec, max_rejected_fraction=max_rejected_fraction)
-    def _sync(
-        context: dg.AssetExecutionContext,
-        config: SyncRunConfig,
-        customerio: CustomerIOResource,
-        warehouse: WarehouseResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
-        yield from sync_step(context, lambda: execute(context, config, customerio, warehouse))
-
-    return _sync

@@ -4,7 +4,10 @@
 
     type: dagster_cdp.CustomerIOSyncComponent
     attributes:
-      warehouse_kind: postgres
+      customerio:
+        api_key: "{{ env.CDP_API_KEY }}"
+      warehouse:
+        url: "{{ env.WAREHOUSE_URL }}"
       syncs:
         - name: people
           kind: people
@@ -12,12 +15,14 @@
           id: user_id
           deps: [people]
 
-Its assets need the resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource).
-Its JSON schema lists each kind's fields (for editors and `dg check yaml`); `dg scaffold defs` writes a
-commented starting defs.yaml.
+`customerio` and `warehouse` configure the resources here; left out, the assets need the Dagster resources
+`customerio` (CustomerIOResource) and `warehouse` (WarehouseResource) given in Python, which also win when both are
+present (see `component_resources`). Its JSON schema lists each kind's fields (for editors and `dg check yaml`);
+`dg scaffold defs` writes a commented starting defs.yaml.
 Subclass and override `get_asset_spec` or `execute` to change how syncs look or run.
 """
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import dagster as dg
@@ -25,7 +30,8 @@ from dagster.components.resolved.errors import ResolutionException
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
-from dagster_cdp.dagster.assets import sync_asset_spec, sync_multi_asset
+from dagster_cdp.dagster.assets import cdp_sync_asset, sync_asset_spec
+from dagster_cdp.dagster.component_resources import resource_resolver, run_resource
 from dagster_cdp.dagster.component_scaffold import CustomerIOSyncScaffolder
 from dagster_cdp.dagster.definition import (
     InvalidSyncError,
@@ -34,9 +40,9 @@ from dagster_cdp.dagster.definition import (
     name_clash,
     parse_sync,
 )
-from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync
+from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_step
 from dagster_cdp.dagster.resource import CustomerIOResource
-from dagster_cdp.dagster.warehouse import WarehouseResource
+from dagster_cdp.dagster.warehouse import WarehouseResource, warehouse_kind
 from dagster_cdp.sync import SyncReport
 
 
@@ -89,9 +95,11 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             description="Syncs, one per table or query; `kind` says what the rows are and which fields apply.",
         ),
     ] = Field(json_schema_extra=_publish_declarations)
+    customerio: Annotated[CustomerIOResource | None, resource_resolver("customerio", CustomerIOResource)] = None
+    warehouse: Annotated[WarehouseResource | None, resource_resolver("warehouse", WarehouseResource)] = None
     group_name: str = Field("customerio", description="Asset group of the sync assets.")
     warehouse_kind: str | None = Field(
-        None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb."
+        None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb; default: `warehouse.url`'s."
     )
     # As in Dagster's own components (dagster-dbt's `translation`): asset attributes for every sync, templated
     # with `{{ sync.name }}`, `{{ sync.kind }}`, ... and `{{ spec }}` (the asset spec before translation).
@@ -107,7 +115,7 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             key=sync.asset_key,
             deps=[dg.AssetKey.from_user_string(dep) for dep in sync.deps],
             group_name=self.group_name,
-            warehouse_kind=self.warehouse_kind,
+            warehouse_kind=self.warehouse_kind or (warehouse_kind(self.warehouse.url) if self.warehouse else None),
         )
         return self.translation(spec, sync) if self.translation else spec
 
@@ -126,12 +134,20 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         return dg.Definitions(assets=[self._build_asset(sync) for sync in self.syncs])
 
     def _build_asset(self, sync: SyncModel) -> dg.AssetsDefinition:
-        def execute(
-            context: dg.AssetExecutionContext,
-            config: SyncRunConfig,
-            customerio: CustomerIOResource,
-            warehouse: WarehouseResource,
-        ) -> SyncReport:
-            return self.execute(context, sync, config, customerio, warehouse)
+        definition = sync.to_definition()
+        python_resources = {key for key in ("customerio", "warehouse") if getattr(self, key) is None}
 
-        return sync_multi_asset(sync.to_definition(), self.get_asset_spec(sync), sync.max_rejected_fraction, execute)
+        @cdp_sync_asset(
+            definition,
+            spec=self.get_asset_spec(sync),
+            max_rejected_fraction=sync.max_rejected_fraction,
+            required_resource_keys=python_resources,
+        )
+        def _sync(
+            context: dg.AssetExecutionContext, config: SyncRunConfig
+        ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+            customerio = run_resource(context, "customerio", self.customerio, CustomerIOResource)
+            warehouse = run_resource(context, "warehouse", self.warehouse, WarehouseResource)
+            yield from sync_step(context, lambda: self.execute(context, sync, config, customerio, warehouse))
+
+        return _sync

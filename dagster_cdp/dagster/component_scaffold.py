@@ -8,18 +8,24 @@ STARTING_DEFS_YAML = """\
 type: dagster_cdp.CustomerIOSyncComponent
 
 # One asset per sync (cdp_<name>), sending Customer.io only what changed in the table since the last run.
-# The assets use the resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource),
-# given in Python (README: "Declaring syncs"). `dg check yaml` checks each kind's fields.
+# `dg check yaml` checks each kind's fields. Resources given in Python under the keys `customerio` and
+# `warehouse` win over the two blocks below (README: "Declaring syncs").
 attributes:
-  # warehouse_kind: postgres       # kind tag shown on the assets (duckdb, snowflake, ...)
+  customerio:
+    api_key: "{{ env.CDP_API_KEY }}"     # a source's write key; read from the environment, never shown
+    base_url: "{{ env.CDP_BASE_URL }}"   # optional: unset means Customer.io in the region (for an emulator)
+    # region: eu                         # us or eu; default: the key's own region
+  warehouse:
+    url: "{{ env.WAREHOUSE_URL }}"       # a SQLAlchemy URL: duckdb:///..., postgresql+psycopg://..., snowflake://...
+    # state_url: ...                     # keep sync state in another database (a read-only warehouse)
   syncs:
-    - name: people                 # keys the stored state: renaming a sync starts it over
-      kind: people                 # people, objects, relationships, devices, suppressions, events, pages,
-                                   # screens, aliases or delivery_reports
-      table: people                # "schema.table", or `query: select ...` instead
-      id: user_id                  # the userId column; every other column is sent as a trait
-      # mode: mirror               # mirror sends deletions too; upsert never deletes
-      # deps: [people]             # upstream asset keys, e.g. the dbt model the table comes from
+    - name: people                       # keys the stored state: renaming a sync starts it over
+      kind: people                       # people, objects, relationships, devices, suppressions, events, pages,
+                                         # screens, aliases or delivery_reports
+      table: people                      # "schema.table", or `query: select ...` instead
+      id: user_id                        # the userId column; every other column is sent as a trait
+      # mode: mirror                     # mirror sends deletions too; upsert never deletes
+      # deps: [people]                   # upstream asset keys, e.g. the dbt model the table comes from
 """
 
 

@@ -22,6 +22,7 @@ from dagster_cdp.sync.definition import People, SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
+from dagster_cdp.sync.locks import database_turns
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import plan_pushdown
@@ -90,7 +91,11 @@ def run_sync(
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
     # The lock first: a DuckDB file admits one process, so a second run must wait before it opens the file.
-    with store.lock(definition.name, definition.lock_timeout, log):  # released after the DuckDB file is closed
+    files = [f for e in (engine, store.engine) if (f := dialect_of(e).single_process_file(e))]
+    with (
+        store.lock(definition.name, definition.lock_timeout, log),  # released after the DuckDB file is closed
+        database_turns(files, definition.lock_timeout, log),
+    ):
         check_connects(engine, store.engine)
         try:
             with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):

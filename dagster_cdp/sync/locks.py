@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import filelock
@@ -62,12 +62,38 @@ def _locked_message(engine: sa.Engine, sync: str, timeout: float) -> str:
 def file_lock(engine: sa.Engine, name: str) -> Lock:
     """The lock of a database in a file (SQLite, DuckDB): beside the file, or in this process for one in memory."""
     database = engine.url.database
-    if not database or _in_memory(database):
+    if not database or in_memory(database):
         return _LocalLock((id(engine), name))
     return _FileLock(Path(database), name)
 
 
-def _in_memory(database: str) -> bool:
+@contextmanager
+def database_turns(files: Sequence[Path], timeout: float, log: logging.Logger) -> Iterator[None]:
+    """Takes turns on database files that admit one process at a time (DuckDB's): a run of another sync waits up to
+    `timeout` seconds for the process that has one open, instead of failing to open it (Dagster's multiprocess
+    executor runs two syncs of one DuckDB file at once)."""
+    with ExitStack() as turns:
+        for database in sorted(set(files)):
+            lock = turns.enter_context(_FileLock(database, "open"))
+            if not lock.acquire(0):
+                log.info(
+                    "%s is open in another process, which DuckDB allows one at a time; waiting up to %g s for it "
+                    "to close",
+                    database,
+                    timeout,
+                )
+                if not timeout or not lock.acquire(timeout):
+                    raise SyncLockedError(
+                        f"Another process kept the DuckDB file {database} open for {timeout:g} s (DuckDB admits one "
+                        "process per file). Nothing was sent. Run again once it is closed, raise the sync's "
+                        "lock_timeout, or run the syncs of this file in one process (Dagster's in_process_executor)."
+                    )
+            turns.callback(lock.release)
+        yield
+
+
+def in_memory(database: str) -> bool:
+    """A database URL's database part naming an in-memory database, which lives in one process only."""
     return database == ":memory:" or "mode=memory" in database
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -118,6 +119,10 @@ class Dialect:
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         """The lock of one sync: a lease row in `{prefix}locks`, where the database has no lock of its own."""
         return Lease(engine, locks, name, sync)
+
+    def single_process_file(self, engine: sa.Engine) -> Path | None:
+        """The database's file when only one process at a time may open it (see `locks.database_turns`)."""
+        return None
 
     def bounded(self, engine: sa.Engine) -> AbstractContextManager[None]:
         """Bounds the memory a sync may take in an embedded database for the block."""

@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from dagster_cdp.sync.dialects.base import Dialect
-from dagster_cdp.sync.locks import Lock, file_lock
+from dagster_cdp.sync.locks import Lock, file_lock, in_memory
 from dagster_cdp.sync.reading import Fixer, SourceShape, finite_moment, json_value, session_setting, single_precision
 
 WAREHOUSE_MEMORY_LIMIT = "320MB"  # plus WorkFile's 256MB: ~576MB of DuckDB memory for a sync of any size
@@ -76,6 +77,10 @@ class DuckDBDialect(Dialect):
 
     def lock(self, engine: sa.Engine, locks: sa.Table, name: str, sync: str) -> Lock:
         return file_lock(engine, name)
+
+    def single_process_file(self, engine: sa.Engine) -> Path | None:
+        database = engine.url.database
+        return Path(database) if database and not in_memory(database) else None
 
     @contextmanager
     def bounded(self, engine: sa.Engine) -> Iterator[None]:
