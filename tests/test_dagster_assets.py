@@ -23,7 +23,7 @@ from dagster_cdp import (
 )
 from dagster_cdp.dagster.execution import sync_pool
 from dagster_cdp.emulator import Emulator, FaultConfig
-from dagster_cdp.sync import People, StateStore, SyncDefinition
+from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition
 from tests.polling import until
 from tests.warehouses import execute, sqlite_warehouse
 
@@ -172,6 +172,21 @@ def test_spec_has_kinds_group_deps_and_a_pool_per_sync() -> None:
     assert spec.kinds == {"customerio", "postgres"} and spec.group_name == "customerio"
     assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey("people")]
     assert asset.op.pool == "cdp_sync/people"
+
+
+def test_build_sync_assets_translation_sets_each_spec(emulator: Emulator, warehouse_url: str) -> None:
+    accounts = SyncDefinition(name="accounts", table="people", mapping=Objects(id_column="user_id"))
+
+    def translation(spec: dg.AssetSpec, sync: SyncDefinition) -> dg.AssetSpec:
+        return spec.replace_attributes(key=["crm", sync.name], owners=["team:crm"], tags={"kind": sync.mapping.kind})
+
+    assets = build_sync_assets([PEOPLE, accounts], group_name="growth", translation=translation)
+    specs = {asset.key: asset.specs_by_key[asset.key] for asset in assets}
+    assert set(specs) == {dg.AssetKey(["crm", "people"]), dg.AssetKey(["crm", "accounts"])}
+    assert specs[dg.AssetKey(["crm", "accounts"])].tags["kind"] == "objects"
+    assert all(spec.owners == ["team:crm"] and spec.group_name == "growth" for spec in specs.values())
+    assert dg.materialize(assets, resources=_resources(emulator, warehouse_url), selection=["crm/people"]).success
+    assert len(emulator.snapshot()["people"]) == 20
 
 
 def test_sync_job_runs_each_sync_as_an_op(emulator: Emulator, warehouse_url: str) -> None:

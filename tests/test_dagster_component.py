@@ -222,6 +222,25 @@ post_processing:
 """
 
 
+PER_SYNC_YAML = TRANSLATION_YAML.replace("""      asset_key: customerio/memberships
+""", """      asset_key: customerio/memberships
+      translation:
+        group_name: "{{ sync.kind }}_team"
+        owners: [team:partnerships]
+        tags: {tier: silver}
+""")
+
+
+def test_a_sync_translation_applies_after_the_component_translation() -> None:
+    specs = {asset.key: asset.specs_by_key[asset.key] for asset in _load(PER_SYNC_YAML).assets}
+    memberships = specs[dg.AssetKey(["crm", "relationships_memberships"])]
+    assert (memberships.group_name, memberships.owners) == ("relationships_team", ["team:partnerships"])
+    assert memberships.tags["tier"] == "silver" and memberships.tags["team"] == "lifecycle"  # tags merge
+    assert memberships.description == "memberships kept in sync with Customer.io"  # from the component's
+    people = specs[dg.AssetKey(["crm", "people_people"])]
+    assert (people.group_name, people.owners) == ("growth", ["team:lifecycle"])
+
+
 def test_translation_and_post_processing_set_the_asset_specs(emulator: Emulator, warehouse_url: str) -> None:
     defs = _load(TRANSLATION_YAML)
     specs = {asset.key: asset.specs_by_key[asset.key] for asset in defs.assets}

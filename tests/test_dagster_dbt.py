@@ -75,3 +75,34 @@ def test_translation_changes_every_sync_asset_spec_of_the_dbt_project() -> None:
     assert all(spec.owners == ["team:crm"] for spec in specs.values())
     assert specs[dg.AssetKey(["crm", "memberships"])].tags["cdp_kind"] == "relationships"
     assert specs[dg.AssetKey(["crm", "people"])].deps  # still downstream of its dbt model
+
+
+def test_a_translation_in_meta_cdp_sets_that_sync_asset_spec_after_the_python_one() -> None:
+    """`meta: {cdp: {..., translation: {...}}}`: one sync's asset attributes, templated with the sync, applied after
+    `build_dbt_sync_assets(translation=...)` (as in defs.yaml)."""
+    import copy
+
+    from dagster_dbt import dbt_assets
+    from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+
+    from example_repo.definitions import example_dbt_models
+
+    manifest = copy.deepcopy(dict(get_manifest_and_translator_from_dbt_assets([example_dbt_models])[0]))
+    [people] = [n for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["name"] == "people"]
+    people["config"]["meta"]["cdp"]["translation"] = {
+        "group_name": "crm_{{ sync.kind }}", "owners": ["team:lifecycle"], "tags": {"tier": "gold"},
+        "automation_condition": "{{ automation_condition.on_cron('0 6 * * *') }}",
+    }
+    people["meta"] = people["config"]["meta"]
+
+    @dbt_assets(manifest=manifest)
+    def models(): ...
+
+    assets = build_dbt_sync_assets(models, translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"]))
+    specs = {asset.key: asset.specs_by_key[asset.key] for asset in assets}
+    people_spec, accounts_spec = specs[dg.AssetKey("cdp_people")], specs[dg.AssetKey("cdp_accounts")]
+    assert (people_spec.group_name, people_spec.owners, people_spec.tags["tier"]) == (
+        "crm_people", ["team:lifecycle"], "gold")
+    assert people_spec.automation_condition == dg.AutomationCondition.on_cron("0 6 * * *")
+    assert (accounts_spec.group_name, accounts_spec.owners) == ("customerio", ["team:crm"])
+    assert accounts_spec.automation_condition != people_spec.automation_condition

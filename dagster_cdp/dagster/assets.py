@@ -126,8 +126,16 @@ class SpecOptions(TypedDict, total=False):
 
 
 def build_sync_assets(
-    definitions: Sequence[SyncDefinition], **spec_options: Unpack[SpecOptions]
+    definitions: Sequence[SyncDefinition],
+    *,
+    translation: Callable[[dg.AssetSpec, SyncDefinition], dg.AssetSpec] | None = None,
+    **spec_options: Unpack[SpecOptions],
 ) -> list[dg.AssetsDefinition]:
-    """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`."""
+    """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`, then `translation` (the spec and
+    the sync in, the spec out, as the component's and `build_dbt_sync_assets`' translations), e.g.
+    ``translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``."""
     check_names(definitions)
-    return [build_sync_asset(d, spec=sync_asset_spec(d, **spec_options)) for d in definitions]
+    specs = [sync_asset_spec(d, **spec_options) for d in definitions]
+    if translation:
+        specs = [translation(spec, d) for spec, d in zip(specs, definitions, strict=True)]
+    return [build_sync_asset(d, spec=spec) for d, spec in zip(definitions, specs, strict=True)]

@@ -42,13 +42,14 @@ from dagster_cdp.dagster.definition import (
 )
 from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_step
 from dagster_cdp.dagster.resource import CustomerIOResource
+from dagster_cdp.dagster.translation import translated_spec
 from dagster_cdp.dagster.warehouse import WarehouseResource, warehouse_kind
 from dagster_cdp.sync import SyncReport
 
 
 def _resolve_syncs(context: dg.ResolutionContext, value: Any) -> list[SyncModel]:
     """Validates each sync here, so an error points at the offending line of defs.yaml."""
-    raw = context.resolve_value(value)
+    raw = [_resolved_but_translation(context, item) for item in value] if isinstance(value, list) else value
     if not isinstance(raw, list):
         raise _located(context, [], "syncs must be a list of syncs, each with `name`, `kind` and `table` or `query`")
     syncs: list[SyncModel] = []
@@ -62,6 +63,13 @@ def _resolve_syncs(context: dg.ResolutionContext, value: Any) -> list[SyncModel]
     if clash := name_clash([sync.name for sync in syncs]):
         raise _located(context, [clash[0], "name"], clash[1])
     return syncs
+
+
+def _resolved_but_translation(context: dg.ResolutionContext, item: Any) -> Any:
+    """A sync with its templates rendered, but for its `translation`, rendered per sync with `{{ sync.* }}`."""
+    if not isinstance(item, dict):
+        return context.resolve_value(item)
+    return {key: raw if key == "translation" else context.resolve_value(raw) for key, raw in item.items()}
 
 
 def _located(context: dg.ResolutionContext, path: list[str | int], message: str) -> ResolutionException:
@@ -109,7 +117,8 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     ] = None
 
     def get_asset_spec(self, sync: SyncModel) -> dg.AssetSpec:
-        """The asset spec of one sync, with `translation` applied; override to change it in Python."""
+        """The asset spec of one sync, with the component's `translation`, then the sync's own, applied; override to
+        change it in Python."""
         spec = sync_asset_spec(
             sync.to_definition(),
             key=sync.asset_key,
@@ -117,7 +126,7 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             group_name=self.group_name,
             warehouse_kind=self.warehouse_kind or (warehouse_kind(self.warehouse.url) if self.warehouse else None),
         )
-        return self.translation(spec, sync) if self.translation else spec
+        return translated_spec(self.translation(spec, sync) if self.translation else spec, sync)
 
     def execute(
         self,

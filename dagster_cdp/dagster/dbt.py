@@ -23,6 +23,7 @@ from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 from dagster_cdp.dagster.assets import build_sync_asset, sync_asset_spec
 from dagster_cdp.dagster.automation import sync_automation_condition
 from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, name_clash, parse_sync
+from dagster_cdp.dagster.translation import translated_spec
 
 
 def dbt_declared_syncs(manifest: dict[str, Any]) -> list[tuple[str, SyncModel]]:
@@ -68,7 +69,8 @@ def build_dbt_sync_assets(
 
     By default each runs after its model updates (`sync_automation_condition()`); pass None to turn that off.
     `translation` changes each sync's asset spec as the component's `translation` block does (it gets the spec
-    and the declared sync), e.g. ``lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``.
+    and the declared sync), e.g. ``lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``; a sync's
+    own `translation` in `meta.cdp` applies after it.
     """
     manifest, _, _ = get_manifest_and_translator_from_dbt_assets([dbt_assets])
     assets = []
@@ -82,7 +84,7 @@ def build_dbt_sync_assets(
             warehouse_kind=warehouse_kind or _dbt_adapter(manifest),
             automation_condition=automation_condition,
         )
-        spec = translation(spec, sync) if translation else spec
+        spec = translated_spec(translation(spec, sync) if translation else spec, sync)
         assets.append(build_sync_asset(definition, spec=spec, max_rejected_fraction=sync.max_rejected_fraction))
     return assets
 

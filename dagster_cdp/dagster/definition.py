@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import pydantic
+from dagster.components.resolved.core_models import AssetAttributesModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dagster_cdp.errors import CdpError
@@ -73,6 +74,21 @@ class SyncModel(BaseModel):
     lock_timeout: float = Field(
         600, description="Seconds a run waits for another run of this sync to finish before failing (0: fail at once)."
     )
+    translation: dict[str, Any] | None = Field(
+        None,
+        description="This sync's asset attributes (key, group_name, tags, owners, kinds, description, "
+        "automation_condition, ...), templated with {{ sync.* }}; applied after the component's `translation`.",
+        json_schema_extra={"propertyNames": {"enum": list(AssetAttributesModel.model_fields)}},
+    )
+
+    @field_validator("translation")
+    @classmethod
+    def _asset_attributes(cls, translation: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Checked as Dagster's translation blocks are (kept as a mapping: Dagster's component models refuse
+        nested models they cannot template)."""
+        if translation is not None:
+            AssetAttributesModel.model_validate(translation)
+        return translation
 
     @model_validator(mode="after")
     def _valid(self) -> SyncModel:
