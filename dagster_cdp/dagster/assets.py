@@ -91,7 +91,8 @@ def cdp_sync_asset(
 def build_sync_asset(
     definition: SyncDefinition, *, spec: dg.AssetSpec | None = None, max_rejected_fraction: float = 0.0
 ) -> dg.AssetsDefinition:
-    """One sync asset. It needs the resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource).
+    """One sync asset. It needs the resources `customerio` (CustomerIOResource) and `warehouse`
+    (WarehouseResource).
 
     .. code-block:: python
 
@@ -131,8 +132,8 @@ def build_sync_assets(
     translation: Callable[[dg.AssetSpec, SyncDefinition], dg.AssetSpec] | None = None,
     **spec_options: Unpack[SpecOptions],
 ) -> list[dg.AssetsDefinition]:
-    """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`, then `translation` (the spec and
-    the sync in, the spec out, as the component's and `build_dbt_sync_assets`' translations), e.g.
+    """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`, then `translation`
+    (the spec and the sync in, the spec out, as the component's and `build_dbt_sync_assets`' translations), e.g.
     ``translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``."""
     check_names(definitions)
     specs = [sync_asset_spec(d, **spec_options) for d in definitions]

@@ -15,10 +15,10 @@
           id: user_id
           deps: [people]
 
-`customerio` and `warehouse` configure the resources here; left out, the assets need the Dagster resources
-`customerio` (CustomerIOResource) and `warehouse` (WarehouseResource) given in Python, which also win when both are
-present (see `component_resources`). Its JSON schema lists each kind's fields (for editors and `dg check yaml`);
-`dg scaffold defs` writes a commented starting defs.yaml.
+`customerio` and `warehouse` configure the resources here; left out, the assets need the Dagster
+resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource) given in Python, which
+also win when both are present (see `component_resources`). Its JSON schema lists each kind's fields (for
+editors and `dg check yaml`); `dg scaffold defs` writes a commented starting defs.yaml.
 Subclass and override `get_asset_spec` or `execute` to change how syncs look or run.
 """
 
