@@ -133,8 +133,8 @@ def build_sync_assets(
     **spec_options: Unpack[SpecOptions],
 ) -> list[dg.AssetsDefinition]:
     """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`, then `translation`
-    (the spec and the sync in, the spec out, as the component's and `build_dbt_sync_assets`' translations), e.g.
-    ``translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``."""
+    (the spec and the sync in, the spec out, as the component's and `build_dbt_sync_assets`'
+    translations), e.g. ``translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``."""
     check_names(definitions)
     specs = [sync_asset_spec(d, **spec_options) for d in definitions]
     if translation:
