@@ -180,8 +180,8 @@ def _run(
                 store.save_fingerprint(definition.name, fingerprint, fields)
             assert client is not None  # run_sync refuses a run without a client unless it is a dry run
             unsettled = _deliver(definition, client, store, work, report, log)
-            for rows in work.unsent_state():
-                store.record(definition.name, [KeyState(*row) for row in rows])
+            for keys in work.unsent_state():
+                store.record(definition.name, keys)
             _settle(definition, store, log)
             if cursor is not None:
                 assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
