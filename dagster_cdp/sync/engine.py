@@ -395,7 +395,7 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
         operation = _REPORTED_AS[planned.operation]
         if operation == "delete":
             report.deleted += 1
-            keys.append(KeyState(planned.key_hash, planned.key, None, None, planned.version + 1, 0, None, None, None))
+            keys.append(KeyState(planned.key_hash, planned.key, version=planned.version + 1))  # not live any more
             continue
         if operation == "insert":
             report.inserted += 1
@@ -405,13 +405,10 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
             KeyState(
                 planned.key_hash,
                 planned.key,
-                planned.payload_hash,
-                json_text(planned.delete_call),
-                planned.version + 1,
-                0,
-                None,
-                None,
-                planned.row_hash,
+                payload_hash=planned.payload_hash,
+                delete_call=json_text(planned.delete_call),
+                version=planned.version + 1,
+                row_hash=planned.row_hash,
             )
         )
     for rejection in result.rejected:
@@ -419,17 +416,17 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
         operation = _REPORTED_AS[planned.operation]
         failed_hash = DELETE_MARK if operation == "delete" else planned.payload_hash
         attempts = planned.attempts + 1 if planned.failed_hash == failed_hash else 1
-        keys.append(
+        keys.append(  # the accepted state stays; the rejection is counted
             KeyState(
                 planned.key_hash,
                 planned.key,
-                planned.accepted_hash,
-                planned.accepted_delete_call,
-                planned.version,
-                attempts,
-                failed_hash,
-                rejection.reason,
-                planned.accepted_row_hash,
+                payload_hash=planned.accepted_hash,
+                delete_call=planned.accepted_delete_call,
+                version=planned.version,
+                attempts=attempts,
+                failed_hash=failed_hash,
+                last_error=rejection.reason,
+                row_hash=planned.accepted_row_hash,
             )
         )
         report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
