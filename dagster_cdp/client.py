@@ -8,6 +8,7 @@ refusals into per-call rejections, and retries what may succeed later. It does n
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import itertools
 import logging
@@ -267,7 +268,8 @@ class PipelinesClient:
         context: dict[str, Any] | None = None,
         integrations: dict[str, Any] | None = None,
     ) -> DeliveryReport:
-        """Deliver every call and return the summed-up report (see `deliver`)."""
+        """Deliver every call and return the summed-up report (see `deliver`; a DeliveryError carries the report so
+        far)."""
         report = DeliveryReport()
         for result in self.deliver(messages, context=context, integrations=integrations):
             report.add(result)
@@ -289,8 +291,23 @@ class PipelinesClient:
 
         When a request fails for good (retries exhausted, or the key refused), no further calls are
         taken from `messages`; requests already in flight finish and are yielded, then the error is
-        raised. Calls not yielded as accepted or rejected were not confirmed.
+        raised: a DeliveryError's `report` sums up every result yielded. Calls not yielded as accepted
+        or rejected were not confirmed.
         """
+        delivered = DeliveryReport()
+        with contextlib.closing(self._deliver(messages, context, integrations)) as results:
+            try:
+                for result in results:
+                    delivered.add(result)
+                    yield result
+            except DeliveryError as error:
+                error.report = delivered
+                raise
+
+    def _deliver(
+        self, messages: Iterable[dict[str, Any]], context: dict[str, Any] | None, integrations: dict[str, Any] | None
+    ) -> Generator[BatchResult, None, None]:
+        """`deliver` but for its report: packs, sends concurrently, and stops at a request failed for good."""
         packer = BatchPacker(context=context, integrations=integrations)
         pending: set[Future[BatchResult]] = set()
         refused = BatchResult()

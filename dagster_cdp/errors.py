@@ -21,7 +21,8 @@ class AuthenticationError(CdpError):
 
 
 class DeliveryError(CdpError):
-    """Calls could not be delivered after every retry. `report` says what did get through."""
+    """Calls could not be delivered after every retry. `report` says what did get through (set when the error
+    ends a `PipelinesClient.deliver` or `send`)."""
 
     def __init__(self, message: str, report: DeliveryReport | None = None) -> None:
         super().__init__(message)

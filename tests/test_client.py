@@ -262,6 +262,24 @@ def test_unreachable_host_gives_up_with_a_clear_error():
     assert KEY not in str(raised.value)
 
 
+def test_a_delivery_error_says_what_got_through(emulator):
+    calls = [{"type": "group", "traits": {"name": "no id"}}]  # refused before sending
+    calls += [{"type": "identify", "userId": f"u{i}", "traits": {"pad": "x" * 20_000}} for i in range(200)]
+    results = []
+    with PipelinesClient(KEY, base_url=emulator.url, max_attempts=2, max_retry_seconds=5) as client:
+        with pytest.raises(DeliveryError, match="HTTP 503") as raised:
+            for result in client.deliver(calls):
+                results.append(result)
+                if result.accepted:
+                    emulator.set_faults(FaultConfig(error_rate=1.0, error_statuses=(503,)))
+    report = raised.value.report
+    assert report is not None
+    assert 0 < report.accepted == sum(len(r.accepted) for r in results) == len(people(emulator)) < 200
+    assert report.rejected == [rejection for r in results for rejection in r.rejected]
+    assert [r.message for r in report.rejected] == [calls[0]]
+    assert (report.requests, report.retries) == (sum(r.requests for r in results), sum(r.retries for r in results))
+
+
 def test_a_failing_request_stops_the_delivery_but_reports_what_arrived(emulator):
     with PipelinesClient(KEY, base_url=emulator.url, max_attempts=2, max_retry_seconds=5) as client:
         accepted = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import orjson
 from dagster_cdp.encoding import exact_loads
 from dagster_cdp.sync.cursor import Tally
 from dagster_cdp.sync.mapping import MappedRow, json_text
-from dagster_cdp.sync.state import state_field_types
+from dagster_cdp.sync.state import STATE_FIELDS, KeyState, state_field_types
 
 _SOURCE_COLUMNS = {
     "key_hash": "VARCHAR",
@@ -32,6 +32,8 @@ _SOURCE_COLUMNS = {
     "row_check": "BIGINT",
 }
 _STATE_COLUMNS = state_field_types("VARCHAR")
+# The plan's names of stored state fields whose own names its source row's fields have (the others keep theirs).
+_ACCEPTED = {"payload_hash": "accepted_hash", "delete_call": "accepted_delete_call", "row_hash": "accepted_row_hash"}
 LOAD_ROWS = 50_000
 FETCH_ROWS = 5_000
 DELETE_MARK = "delete"  # failed_hash of a key whose deletion was rejected
@@ -281,25 +283,29 @@ class WorkFile:
         )
         return Tally(int(rows), int(check))
 
-    def unsent_state(self) -> Iterator[list[Any]]:
-        """New state rows (state.STATE_FIELDS) of keys this run does not send: unchanged keys whose warehouse row
-        hash moved (a column reorder, a session setting, a switch of diff path), so the next in-warehouse diff does
-        not return them; and rows rejected before sending, so `cdp_state` shows why (`failed_hash` 'source')."""
+    def unsent_state(self) -> Iterator[list[KeyState]]:
+        """New state of keys this run does not send: unchanged keys whose warehouse row hash moved (a column
+        reorder, a session setting, a switch of diff path), so the next in-warehouse diff does not return them; and
+        rows rejected before sending, so `cdp_state` shows why (`failed_hash` 'source')."""
+        moved = _state_list(lambda f: f"st.{f}", row_hash="p.row_hash")
+        rejected = _state_list(
+            lambda f: _ACCEPTED.get(f, f),
+            attempts=f"CASE WHEN failed_hash = '{SOURCE_MARK}' THEN attempts + 1 ELSE 1 END",
+            failed_hash=f"'{SOURCE_MARK}'",
+            last_error="reason",
+        )
         cursor = self._db.cursor()
         try:
             cursor.execute(f"""
-                SELECT st.key_hash, st.key, st.payload_hash, st.delete_call, st.version, st.attempts, st.failed_hash,
-                       st.last_error, p.row_hash
+                SELECT {moved}
                 FROM plan p JOIN state st USING (key_hash)
                 WHERE p.operation = 'unchanged' AND p.row_hash IS NOT NULL AND p.row_hash IS DISTINCT FROM st.row_hash
                 UNION ALL
-                SELECT key_hash, key, accepted_hash, accepted_delete_call, version,
-                       CASE WHEN failed_hash = '{SOURCE_MARK}' THEN attempts + 1 ELSE 1 END, '{SOURCE_MARK}', reason,
-                       accepted_row_hash
+                SELECT {rejected}
                 FROM plan WHERE operation = 'problem'
             """)
             while chunk := cursor.fetchmany(FETCH_ROWS):
-                yield [list(row) for row in chunk]
+                yield [KeyState(*row) for row in chunk]
         finally:
             cursor.close()
 
@@ -332,6 +338,11 @@ class WorkFile:
                     )
         finally:
             cursor.close()
+
+
+def _state_list(column: Callable[[str], str], **given: str) -> str:
+    """The state fields as a select list, in order: the SQL `given` for some, `column(name)` for the others."""
+    return ", ".join(given.get(f, column(f)) for f in STATE_FIELDS)
 
 
 def _ddl(columns: dict[str, str]) -> str:

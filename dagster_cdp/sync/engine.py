@@ -25,7 +25,7 @@ from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAborte
 from dagster_cdp.sync.locks import database_turns
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
 from dagster_cdp.sync.partitions import partition_name, partition_of
-from dagster_cdp.sync.pushdown import plan_pushdown
+from dagster_cdp.sync.pushdown import Pushdown, plan_pushdown
 from dagster_cdp.sync.reading import SourceShape
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
@@ -97,29 +97,76 @@ def run_sync(
         database_turns(files, definition.lock_timeout, log),
     ):
         check_connects(engine, store.engine)
+        run = _Run(
+            definition=definition,
+            engine=engine,
+            store=store,
+            client=client,
+            log=log,
+            dry_run=dry_run,
+            full_resync=full_resync,
+            force=force,
+            started=started,
+        )
         try:
             with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):
-                return _run(definition, engine, client, store, dry_run, full_resync, force, log, started)
+                return _run(run)
         finally:
             if isinstance(warehouse, str):
                 engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
 
 
-def _run(
-    definition: SyncDefinition,
-    engine: sa.Engine,
-    client: PipelinesClient | None,
-    store: StateStore,
-    dry_run: bool,
-    full_resync: bool,
-    force: bool,
-    log: logging.Logger,
-    started: float,
-) -> SyncReport:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Run:
+    """One run of a sync: where it reads, keeps state and sends, and how run_sync was asked to run it."""
+
+    definition: SyncDefinition
+    engine: sa.Engine
+    store: StateStore
+    client: PipelinesClient | None  # None only in a dry run
+    log: logging.Logger
+    dry_run: bool
+    full_resync: bool
+    force: bool
+    started: float  # time.monotonic() as run_sync began
+
+
+def _run(run: _Run) -> SyncReport:
+    definition, store = run.definition, run.store
     stored = store.fingerprint(definition.name)  # a store brings tables of earlier versions up to date first
-    shape = _describe(definition, engine)
+    shape = _describe(definition, run.engine)
+    values, current = _fingerprinted(run, shape, stored)
+    pushdown, why_portable = plan_pushdown(definition, run.engine, store, shape, values)
+    report = SyncReport(
+        sync=definition.name,
+        dry_run=run.dry_run,
+        full_resync=run.full_resync,
+        diff="in-warehouse" if pushdown else "portable",
+        diff_reason=why_portable,
+    )
+    if stored is not None:
+        _settle(run, after_crash=True)  # a killed run's acknowledgements, before the diff
+    with WorkFile() as work:
+        cursor, cursor_kind = _fill(run, work, report, pushdown, shape, values)
+        counts = _plan(run, work, report)
+        if run.dry_run:
+            report.inserted = counts.get("insert", 0)
+            report.updated = counts.get("update", 0) + counts.get("resync", 0)
+            report.deleted = counts.get("delete", 0)
+        else:
+            _apply(run, work, report, stored=stored, current=current, cursor=cursor, cursor_kind=cursor_kind)
+    report.duration_seconds = time.monotonic() - run.started
+    run.log.info(report.summary())
+    return report
+
+
+def _fingerprinted(
+    run: _Run, shape: SourceShape, stored: tuple[str, dict] | None
+) -> tuple[ValueColumns, tuple[str, dict]]:
+    """The value columns this run sends and its (fingerprint, fields); refuses a mapping changed since `stored`."""
+    definition = run.definition
     mapping_fields = definition.fingerprint_fields()
-    if stored is not None and not full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):
+    if stored is not None and not run.full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):
         raise MappingChangedError(
             _mapping_change(definition.name, _mapping_of(stored[1]), mapping_fields)
             + (
@@ -128,109 +175,120 @@ def _run(
                 else ""
             )
         )
-    values = resolve_columns(definition, shape.columns, stored[1] if stored else None, full_resync=full_resync)
+    values = resolve_columns(definition, shape.columns, stored[1] if stored else None, full_resync=run.full_resync)
     fields = {**mapping_fields, **recorded_fields(values)}
-    fingerprint = hash_hex(canonical_json(fields))
-    pushdown, why_portable = plan_pushdown(definition, engine, store, shape, values)
-    report = SyncReport(
-        sync=definition.name,
-        dry_run=dry_run,
-        full_resync=full_resync,
-        diff="in-warehouse" if pushdown else "portable",
-        diff_reason=why_portable,
-    )
-    if stored is not None:
-        _settle(definition, store, log, after_crash=True)  # a killed run's acknowledgements, before the diff
+    return values, (hash_hex(canonical_json(fields)), fields)
 
-    with WorkFile() as work:
-        log.debug("sync %r: reading the source", definition.name)
-        cursor = None
-        if definition.cursor_column and pushdown is None:
-            cursor = _cursor_read(definition, engine, store, full_resync, log)
-        if pushdown is not None:
-            log.debug("sync %r: diffing in the warehouse", definition.name)
-            pushdown.load(engine, work, report, full_resync=full_resync)  # unchanged keys never leave it
-        cursor_kind = None if pushdown else _read(definition, engine, work, report, log, shape, values, cursor)
-        if cursor and cursor.mark is not None and cursor_kind not in (None, cursor.mark.kind):
-            raise SourceError(
-                f"Sync {definition.name!r}: cursor column {cursor.mark.column!r} held {cursor.mark.kind} "
-                f"values and now holds {cursor_kind} values; run once with full_resync=True to read it "
-                "whole."
-            )
-        log.debug("sync %r: diffing against the stored state", definition.name)
-        if pushdown is None:
-            work.add_state(store.iter_rows(definition.name, CHUNK_ROWS))
-        work.plan(
-            mirror=definition.mode == "mirror",
-            full_resync=full_resync,
-            max_row_attempts=definition.max_row_attempts,
-            send_once=definition.send_once,
+
+def _fill(
+    run: _Run, work: WorkFile, report: SyncReport, pushdown: Pushdown | None, shape: SourceShape, values: ValueColumns
+) -> tuple[CursorRead | None, str | None]:
+    """Loads the source rows (with the in-warehouse diff, only those of keys needing attention) and their stored
+    state into the work file; returns the cursor read, if any, and how its values were encoded."""
+    definition = run.definition
+    run.log.debug("sync %r: reading the source", definition.name)
+    cursor = None
+    if definition.cursor_column and pushdown is None:
+        cursor = _cursor_read(run)
+    if pushdown is not None:
+        run.log.debug("sync %r: diffing in the warehouse", definition.name)
+        pushdown.load(run.engine, work, report, full_resync=run.full_resync)  # unchanged keys never leave it
+    cursor_kind = None if pushdown else _read(run, work, report, shape, values, cursor)
+    if cursor and cursor.mark is not None and cursor_kind not in (None, cursor.mark.kind):
+        raise SourceError(
+            f"Sync {definition.name!r}: cursor column {cursor.mark.column!r} held {cursor.mark.kind} "
+            f"values and now holds {cursor_kind} values; run once with full_resync=True to read it "
+            "whole."
         )
-        counts = work.counts()
-        _guard(definition, work, counts, report, force)
-        report.unchanged = counts.get("unchanged", 0)
-        report.rejected.extend(RowRejection(key, reason, operation) for key, reason, operation in work.reported())
-        for operation in ("insert", "update", "resync", "delete"):
-            for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
-                samples = report.samples.setdefault(_REPORTED_AS[operation], [])
-                if len(samples) < SAMPLES_PER_OPERATION:
-                    samples.append(_call(definition.name, planned, definition.send_once))
-        if dry_run:
-            report.inserted = counts.get("insert", 0)
-            report.updated = counts.get("update", 0) + counts.get("resync", 0)
-            report.deleted = counts.get("delete", 0)
-        else:
-            store.create_tables()
-            if stored is None:
-                store.save_fingerprint(definition.name, fingerprint, fields)
-            assert client is not None  # run_sync refuses a run without a client unless it is a dry run
-            unsettled = _deliver(definition, client, store, work, report, log)
-            for rows in work.unsent_state():
-                store.record(definition.name, [KeyState(*row) for row in rows])
-            _settle(definition, store, log)
-            if cursor is not None:
-                assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
-                new_mark = next_mark(
-                    cursor.mark, definition.cursor_column, cursor_kind, *work.cursor_extent(unsettled), work.tally
-                )
-                if new_mark is not None and new_mark != cursor.mark:
-                    store.save_cursor_mark(definition.name, new_mark)
-            store.forget(definition.name, work.forgotten())
-            if stored is not None and stored[0] != fingerprint:
-                store.save_fingerprint(definition.name, fingerprint, fields)
-    report.duration_seconds = time.monotonic() - started
-    log.info(report.summary())
-    return report
+    run.log.debug("sync %r: diffing against the stored state", definition.name)
+    if pushdown is None:
+        work.add_state(run.store.iter_rows(definition.name, CHUNK_ROWS))
+    return cursor, cursor_kind
 
 
-def _settle(definition: SyncDefinition, store: StateStore, log: logging.Logger, after_crash: bool = False) -> None:
-    log.debug("sync %r: settling state", definition.name)
-    settled = store.settle(definition.name)
+def _plan(run: _Run, work: WorkFile, report: SyncReport) -> dict[str, int]:
+    """Plans every key's operation and refuses mass deletions; reports rows not sent and samples of the calls.
+    Returns the count of each operation."""
+    definition = run.definition
+    work.plan(
+        mirror=definition.mode == "mirror",
+        full_resync=run.full_resync,
+        max_row_attempts=definition.max_row_attempts,
+        send_once=definition.send_once,
+    )
+    counts = work.counts()
+    _guard(run, work, counts, report)
+    report.unchanged = counts.get("unchanged", 0)
+    report.rejected.extend(RowRejection(key, reason, operation) for key, reason, operation in work.reported())
+    for operation in ("insert", "update", "resync", "delete"):
+        for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
+            samples = report.samples.setdefault(_REPORTED_AS[operation], [])
+            if len(samples) < SAMPLES_PER_OPERATION:
+                samples.append(_call(definition.name, planned, definition.send_once))
+    return counts
+
+
+def _apply(
+    run: _Run,
+    work: WorkFile,
+    report: SyncReport,
+    *,
+    stored: tuple[str, dict] | None,
+    current: tuple[str, dict],
+    cursor: CursorRead | None,
+    cursor_kind: str | None,
+) -> None:
+    """Sends the planned calls; records what the API accepted, the new state of keys not sent, the cursor mark
+    and, on a first run or a changed one, the (fingerprint, fields) `current`."""
+    definition, store = run.definition, run.store
+    store.create_tables()
+    if stored is None:
+        store.save_fingerprint(definition.name, *current)
+    assert run.client is not None  # run_sync refuses a run without a client unless it is a dry run
+    unsettled = _deliver(run, run.client, work, report)
+    for keys in work.unsent_state():
+        store.record(definition.name, keys)
+    _settle(run)
+    if cursor is not None:
+        assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
+        new_mark = next_mark(
+            cursor.mark, definition.cursor_column, cursor_kind, *work.cursor_extent(unsettled), work.tally
+        )
+        if new_mark is not None and new_mark != cursor.mark:
+            store.save_cursor_mark(definition.name, new_mark)
+    store.forget(definition.name, work.forgotten())
+    if stored is not None and stored[0] != current[0]:
+        store.save_fingerprint(definition.name, *current)
+
+
+def _settle(run: _Run, after_crash: bool = False) -> None:
+    name, log = run.definition.name, run.log
+    log.debug("sync %r: settling state", name)
+    settled = run.store.settle(name)
     if settled and after_crash:
         log.info(
             "sync %r: a previous run stopped before settling its state; folded its %d acknowledgements "
             "into the state table",
-            definition.name,
+            name,
             settled,
         )
     elif settled:
-        log.debug("sync %r: folded %d acknowledgements into the state table", definition.name, settled)
+        log.debug("sync %r: folded %d acknowledgements into the state table", name, settled)
 
 
-def _cursor_read(
-    definition: SyncDefinition, engine: sa.Engine, store: StateStore, full_resync: bool, log: logging.Logger
-) -> CursorRead:
+def _cursor_read(run: _Run) -> CursorRead:
     """Reads from the stored mark only if the rows below it are still exactly those the sync settled (`cursor`)."""
+    definition, engine = run.definition, run.engine
     quote = engine.dialect.identifier_preparer.quote_identifier
     check = dialect_of(engine).row_check([f"cdp_source.{quote(c)}" for c in key_of(definition).columns()])
-    mark = None if full_resync else store.cursor_mark(definition.name)
+    mark = None if run.full_resync else run.store.cursor_mark(definition.name)
     if mark is None or mark.column != definition.cursor_column:
         return CursorRead(check)
     below = tally_below(
         engine, definition, sa.bindparam("cdp_mark", mark.as_value(mark.value), type_=mark.bind_type()), check
     )
     if below != mark.below:
-        log.info(
+        run.log.info(
             "sync %r: the source rows below the cursor mark are not those already settled (%s rows now, %s "
             "then: rows arrived late, were replaced or removed); reading the whole source",
             definition.name,
@@ -255,20 +313,14 @@ def _mapping_of(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(
-    definition: SyncDefinition,
-    engine: sa.Engine,
-    work: WorkFile,
-    report: SyncReport,
-    log: logging.Logger,
-    shape: SourceShape,
-    values: ValueColumns,
-    cursor: CursorRead | None = None,
+    run: _Run, work: WorkFile, report: SyncReport, shape: SourceShape, values: ValueColumns, cursor: CursorRead | None
 ) -> str | None:
     """Streams the source through the mapper into the work file; rows without a key are reported here.
 
     Returns how the cursor values were encoded (None without a cursor column or when no row had one).
     """
-    with read_source(engine, definition, shape, cursor) as (columns, rows):
+    definition = run.definition
+    with read_source(run.engine, definition, shape, cursor) as (columns, rows):
         mapper = RowMapper(definition, columns, values)
         unmapped: list[tuple[int | None, int, bool]] = []  # (cursor, check, pins) of rows read and not diffed
         last_progress = time.monotonic()
@@ -294,7 +346,7 @@ def _read(
                         unmapped.append((mapper.cursor_of(row), check, True))
                 if time.monotonic() - last_progress >= _PROGRESS_SECONDS:
                     last_progress = time.monotonic()
-                    log.info("sync %r: read %d source rows so far", definition.name, report.source_rows)
+                    run.log.info("sync %r: read %d source rows so far", definition.name, report.source_rows)
 
         work.add_source(mapped())
         work.add_unmapped(unmapped)
@@ -307,11 +359,12 @@ def _in_partition(definition: SyncDefinition, result: MappedRow | tuple[None, st
     return partition_of(result.key, definition.partitions) == definition.partition
 
 
-def _guard(definition: SyncDefinition, work: WorkFile, counts: dict[str, int], report: SyncReport, force: bool) -> None:
+def _guard(run: _Run, work: WorkFile, counts: dict[str, int], report: SyncReport) -> None:
     """Refuses mass deletions before anything is sent: they are far more often a broken model than intent."""
+    definition = run.definition
     deletions = counts.get("delete", 0)
     previous = work.previous_accepted()
-    if force or definition.mode != "mirror" or definition.send_once or previous == 0:
+    if run.force or definition.mode != "mirror" or definition.send_once or previous == 0:
         return
     if report.source_rows == 0:
         raise SyncAbortedError(
@@ -344,18 +397,12 @@ def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
     return context or None
 
 
-def _deliver(
-    definition: SyncDefinition,
-    client: PipelinesClient,
-    store: StateStore,
-    work: WorkFile,
-    report: SyncReport,
-    log: logging.Logger,
-) -> list[str]:
+def _deliver(run: _Run, client: PipelinesClient, work: WorkFile, report: SyncReport) -> list[str]:
     """Sends the planned calls and records each delivered request's outcome as soon as it is yielded.
 
     Returns the key hashes sent and not accepted (the high-water mark of an incremental read stops at them).
     """
+    definition, log = run.definition, run.log
     in_flight: dict[str, PlannedCall] = {}
     unsettled: list[str] = []
 
@@ -374,7 +421,7 @@ def _deliver(
     )
     for result in results:
         acknowledged = _acknowledgements(result, in_flight, report)
-        store.record(definition.name, acknowledged)
+        run.store.record(definition.name, acknowledged)
         unsettled.extend(k.key_hash for k in acknowledged if k.failed_hash is not None)
         report.requests += result.requests
         report.bytes += result.bytes
@@ -400,7 +447,7 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
         operation = _REPORTED_AS[planned.operation]
         if operation == "delete":
             report.deleted += 1
-            keys.append(KeyState(planned.key_hash, planned.key, None, None, planned.version + 1, 0, None, None, None))
+            keys.append(KeyState(planned.key_hash, planned.key, version=planned.version + 1))  # not live any more
             continue
         if operation == "insert":
             report.inserted += 1
@@ -410,13 +457,10 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
             KeyState(
                 planned.key_hash,
                 planned.key,
-                planned.payload_hash,
-                json_text(planned.delete_call),
-                planned.version + 1,
-                0,
-                None,
-                None,
-                planned.row_hash,
+                payload_hash=planned.payload_hash,
+                delete_call=json_text(planned.delete_call),
+                version=planned.version + 1,
+                row_hash=planned.row_hash,
             )
         )
     for rejection in result.rejected:
@@ -424,17 +468,17 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
         operation = _REPORTED_AS[planned.operation]
         failed_hash = DELETE_MARK if operation == "delete" else planned.payload_hash
         attempts = planned.attempts + 1 if planned.failed_hash == failed_hash else 1
-        keys.append(
+        keys.append(  # the accepted state stays; the rejection is counted
             KeyState(
                 planned.key_hash,
                 planned.key,
-                planned.accepted_hash,
-                planned.accepted_delete_call,
-                planned.version,
-                attempts,
-                failed_hash,
-                rejection.reason,
-                planned.accepted_row_hash,
+                payload_hash=planned.accepted_hash,
+                delete_call=planned.accepted_delete_call,
+                version=planned.version,
+                attempts=attempts,
+                failed_hash=failed_hash,
+                last_error=rejection.reason,
+                row_hash=planned.accepted_row_hash,
             )
         )
         report.rejected.append(RowRejection(planned.key, rejection.reason, operation))

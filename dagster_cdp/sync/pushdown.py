@@ -121,9 +121,7 @@ class Pushdown:
             ), agg AS (
                 SELECT {", ".join(ks)}, count(*) AS cdp_n, min(cdp_hash) AS cdp_hash FROM src GROUP BY {", ".join(ks)}
             ), st AS (
-                SELECT key_hash, row_hash, version,
-                       CASE WHEN payload_hash IS NULL THEN 0 ELSE 1 END AS cdp_live,
-                       CASE WHEN failed_hash = '{DELETE_MARK}' THEN 1 ELSE 0 END AS cdp_failed_delete,
+                SELECT {", ".join(f"{sql} AS {name}" for name, sql in _DECIDING.items())},
                        {", ".join(f"{sql} AS {k}" for sql, k in zip(self._state_keys(), ks, strict=False))}
                 FROM ({self._state_sql(engine)}) AS cdp_state
             ), diffed AS (
@@ -192,14 +190,14 @@ class Pushdown:
                 parts = [p.decode() if isinstance(p, bytes) else p for p in row[:width]]
                 count, row_hash = row[width], row[width + 1]
                 stored = tuple(row[width + 2 : width + 2 + state_width])
-                state = stored if stored[1] is not None else None
+                state = stored if stored[_KEY] is not None else None
                 if count is None:
                     yield DiffedRow([], state)
                 elif any(p is None for p in parts):
                     yield DiffedRow([], None, missing_key=count)
                 elif count > 1:
-                    key = state[1] if state else self.key.text(parts)  # a long key's parts may be abridged
-                    key_hash = state[0] if state else hash_hex(key.encode())
+                    key = state[_KEY] if state else self.key.text(parts)  # a long key's parts may be abridged
+                    key_hash = state[_KEY_HASH] if state else hash_hex(key.encode())
                     yield DiffedRow([MappedRow(key, key_hash, None, None, None)] * count, state)
                 else:
                     yield self._mapped(mapper, self.shape.fix_row(row[head:]), parts, row_hash, state)
@@ -299,7 +297,12 @@ def plan_pushdown(
     return Pushdown(definition, dialect, store, source_sql(definition, engine), key, hashed, shape, values), None
 
 
-_DECIDING = ("key_hash", "row_hash", "version", "cdp_live", "cdp_failed_delete")  # what the diff's join carries
+_DECIDING = {  # what the diff's join carries of a key's state: three of its fields, and two flags
+    **{name: name for name in ("key_hash", "row_hash", "version")},
+    "cdp_live": "CASE WHEN payload_hash IS NULL THEN 0 ELSE 1 END",
+    "cdp_failed_delete": f"CASE WHEN failed_hash = '{DELETE_MARK}' THEN 1 ELSE 0 END",
+}
+_KEY_HASH, _KEY = STATE_FIELDS.index("key_hash"), STATE_FIELDS.index("key")  # in a state row
 
 
 def _fields(engine: sa.Engine) -> str:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -29,37 +29,41 @@ from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.locks import hold, lease_table
 
 _IN_CHUNK = 500
-STATE_FIELDS = (
-    "key_hash",
-    "key",
-    "payload_hash",
-    "delete_call",
-    "version",
-    "attempts",
-    "failed_hash",
-    "last_error",
-    "row_hash",
-)  # a key's state, in KeyState's order
-
-
-def state_field_types(text_type: str) -> dict[str, str]:
-    """STATE_FIELDS with their SQL types, text spelled as the database at hand spells it."""
-    return {field: "INTEGER" if field in ("version", "attempts") else text_type for field in STATE_FIELDS}
+_HASH = {"column": sa.String(32)}  # an MD5 in hex
+_TEXT = {"column": sa.Text()}
+_COUNT = {"column": sa.Integer()}
 
 
 @dataclass
 class KeyState:
-    """The stored state of one key. `payload_hash` None: not live at the API (never accepted, or deleted)."""
+    """The stored state of one key. `payload_hash` None: not live at the API (never accepted, or deleted).
 
-    key_hash: str
-    key: str
-    payload_hash: str | None
-    delete_call: str | None  # JSON of the call that deletes it
-    version: int  # accepted calls so far; kept after deletion so later messageIds stay unique
-    attempts: int  # rejections of `failed_hash` in a row
-    failed_hash: str | None
-    last_error: str | None
-    row_hash: str | None = None  # the warehouse's hash of the accepted row (in-warehouse diff; see `pushdown`)
+    The one declaration of a state row: in this order, its fields are the state tables' columns (of the type in
+    `column`, NULL where the default is None), every select list of them, and the rows `StateStore.iter_rows` yields.
+    """
+
+    key_hash: str = field(metadata=_HASH)
+    key: str = field(metadata=_TEXT)
+    payload_hash: str | None = field(default=None, metadata=_HASH)
+    # JSON of the call that deletes it
+    delete_call: str | None = field(default=None, metadata=_TEXT)
+    # accepted calls so far; kept after deletion so later messageIds stay unique
+    version: int = field(default=0, metadata=_COUNT)
+    # rejections of `failed_hash` in a row
+    attempts: int = field(default=0, metadata=_COUNT)
+    failed_hash: str | None = field(default=None, metadata=_HASH)
+    last_error: str | None = field(default=None, metadata=_TEXT)
+    # the warehouse's hash of the accepted row (in-warehouse diff; see `pushdown`)
+    row_hash: str | None = field(default=None, metadata=_HASH)
+
+
+STATE_FIELDS = tuple(f.name for f in fields(KeyState))
+_ADDED = ("row_hash",)  # state fields added since the first version: last in the tables, after `updated_at`
+
+
+def state_field_types(text_type: str) -> dict[str, str]:
+    """STATE_FIELDS with their SQL types, text spelled as the database at hand spells it."""
+    return {f.name: "INTEGER" if isinstance(f.metadata["column"], sa.Integer) else text_type for f in fields(KeyState)}
 
 
 class StateStore:
@@ -125,14 +129,11 @@ class StateStore:
             return
         self.dialect.upgrade(self.engine, list(self._metadata.tables.values()))
         inspector = sa.inspect(self.engine)
-        added = [
-            (self.state, "row_hash", "VARCHAR(32)"),
-            (self.acks, "row_hash", "VARCHAR(32)"),
-            (self.cursors, "below_rows", "BIGINT"),
-            (self.cursors, "below_check", "BIGINT"),
-        ]
-        for table, column, kind in added:
+        added = [(table, name) for table in (self.state, self.acks) for name in _ADDED]
+        added += [(self.cursors, "below_rows"), (self.cursors, "below_check")]
+        for table, column in added:
             if inspector.has_table(table.name, schema=table.schema) and not self._has_column(table, column):
+                kind = table.c[column].type.compile(dialect=self.engine.dialect)
                 try:
                     with self.engine.begin() as connection:
                         connection.exec_driver_sql(f"ALTER TABLE {self._name(table)} ADD COLUMN {column} {kind}")
@@ -202,20 +203,13 @@ class StateStore:
             connection.execute(
                 sa.insert(self.acks),
                 [
-                    dict(
-                        sync=sync,
-                        key_hash=k.key_hash,
-                        key=k.key,
-                        payload_hash=k.payload_hash,
-                        delete_call=k.delete_call,
-                        version=k.version,
-                        attempts=k.attempts,
-                        failed_hash=k.failed_hash,
-                        last_error=k.last_error[:2000] if k.last_error else None,
-                        row_hash=k.row_hash,
-                        updated_at=now,
-                        seq=self._seq,
-                    )
+                    {
+                        "sync": sync,
+                        **{name: getattr(k, name) for name in STATE_FIELDS},
+                        "last_error": _abridged(k.last_error),
+                        "updated_at": now,
+                        "seq": self._seq,
+                    }
                     for k in keys
                 ],
             )
@@ -227,7 +221,7 @@ class StateStore:
         executemany was most of a first sync's time: duckdb-engine ~0.15 ms a row)."""
         columns = state_field_types(self.dialect.text_type)
         values = {name: [getattr(k, name) for k in keys] for name in columns}
-        values["last_error"] = [error[:2000] if error else None for error in values["last_error"]]
+        values["last_error"] = [_abridged(error) for error in values["last_error"]]
         table = self.engine.dialect.identifier_preparer.format_table(self.acks)
         unnested = ", ".join(f"unnest(CAST({placeholder} AS {kind}[]))" for kind in columns.values())
         connection.exec_driver_sql(
@@ -302,19 +296,21 @@ class StateStore:
 def _state_columns(dialect: Dialect, *, primary_key: bool | None = None) -> list[sa.Column]:
     """The columns of a state table, keyed by (sync, key_hash) where the dialect keeps it so (`primary_key` None)."""
     keyed = dialect.keyed_state if primary_key is None else primary_key
+    state = [
+        sa.Column(f.name, f.metadata["column"], primary_key=keyed and f.name == "key_hash", nullable=f.default is None)
+        for f in fields(KeyState)
+    ]
     return [
         sa.Column("sync", dialect.sync_name_type(), primary_key=keyed, nullable=False),
-        sa.Column("key_hash", sa.String(32), primary_key=keyed, nullable=False),
-        sa.Column("key", sa.Text, nullable=False),
-        sa.Column("payload_hash", sa.String(32), nullable=True),
-        sa.Column("delete_call", sa.Text, nullable=True),
-        sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("attempts", sa.Integer, nullable=False),
-        sa.Column("failed_hash", sa.String(32), nullable=True),
-        sa.Column("last_error", sa.Text, nullable=True),
+        *[c for c in state if c.name not in _ADDED],
         sa.Column("updated_at", sa.DateTime, nullable=False),
-        sa.Column("row_hash", sa.String(32), nullable=True),
+        *[c for c in state if c.name in _ADDED],
     ]
+
+
+def _abridged(error: str | None) -> str | None:
+    """The stored length of a rejection's reason."""
+    return error[:2000] if error else None
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
