@@ -127,7 +127,7 @@ def test_events_are_sent_once_late_and_edited_ones_included(warehouse: Warehouse
     assert (report.inserted, report.updated, report.deleted, report.unchanged) == (0, 0, 0, 12)
 
     # A new mapping applies to rows not sent yet; a full resync adopts it without resending anything.
-    fewer = dataclasses.replace(EVENTS, mapping=dataclasses.replace(EVENTS.mapping, properties=[]))
+    fewer = dataclasses.replace(EVENTS, mapping=EVENTS.mapping.model_copy(update={"properties": ()}))
     with pytest.raises(MappingChangedError, match="already sent are not sent again"):
         run_sync(fewer, warehouse=warehouse.engine, client=client)
     assert run_sync(fewer, warehouse=warehouse.engine, client=client, full_resync=True).inserted == 0

@@ -27,7 +27,7 @@ from dagster_cdp.sync import (
     Suppressions,
     SyncDefinition,
 )
-from dagster_cdp.sync.definition import SyncMapping
+from dagster_cdp.sync.declaration import CallMapping
 from dagster_cdp.sync.errors import SourceError
 
 
@@ -122,7 +122,7 @@ class SyncModel(BaseModel):
             lock_timeout=self.lock_timeout,
         )
 
-    def _mapping(self) -> SyncMapping:
+    def _mapping(self) -> CallMapping:
         raise NotImplementedError
 
 

@@ -10,8 +10,9 @@ For example:
         report = run_sync(definition, warehouse="postgresql+psycopg://...", client=client)
 """
 
-from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
+from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.engine import run_sync
+from dagster_cdp.sync.entities import Objects, People, Relationships
 from dagster_cdp.sync.errors import (
     MappingChangedError,
     SchemaChangedError,

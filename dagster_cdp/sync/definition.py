@@ -1,71 +1,33 @@
-"""What a sync is: a source (table or query) and a mapping of its rows to People, Objects, Relationships or a
-kind from `kinds` (devices, suppressions, events, pages, screens, aliases, delivery reports)."""
+"""What a sync is: a source (table or query) and a mapping of its rows to one of the kinds in `KINDS`."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, Literal
 
+from dagster_cdp.sync.declaration import CallMapping
+from dagster_cdp.sync.entities import Objects, People, Relationships
 from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
 
-
-@dataclass(frozen=True)
-class People:
-    """Rows are people: each becomes an `identify` call; mirror-mode deletions send `User Deleted`."""
-
-    kind: ClassVar[str] = "people"
-    id_column: str | None = None
-    email_column: str | None = None
-    traits: Sequence[str] | None = None
-    active: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.id_column and not self.email_column:
-            raise SourceError("People needs id_column (userId) or email_column (identify by email); neither was given.")
-
-
-@dataclass(frozen=True)
-class Objects:
-    """Rows are objects (accounts, companies, ...): each becomes a `group` call with no userId."""
-
-    kind: ClassVar[str] = "objects"
-    id_column: str
-    object_type: str | int = "1"
-    object_type_column: str | None = None
-    traits: Sequence[str] | None = None
-
-    def __post_init__(self) -> None:
-        _check_object_type(self.object_type)
-
-
-@dataclass(frozen=True)
-class Relationships:
-    """Rows relate a person to an object: each becomes a `group` call with userId and groupId."""
-
-    kind: ClassVar[str] = "relationships"
-    user_id_column: str
-    object_id_column: str
-    object_type: str | int = "1"
-    object_type_column: str | None = None
-    attributes: Sequence[str] | None = None
-
-    def __post_init__(self) -> None:
-        _check_object_type(self.object_type)
-
-
-def _check_object_type(object_type: str | int) -> None:
-    if not str(object_type).isdigit():
-        raise SourceError(f"object_type must be an integer object type id such as 1, got {object_type!r}.")
-
-
-# What a sync's rows become: one of these mappings.
-SyncMapping: TypeAlias = (
-    People | Objects | Relationships | Devices | Suppressions | Events | Pages | Screens | Aliases | DeliveryReports
-)
+# Every kind of sync, by the name it is declared with: adding a kind is one class and one entry here.
+KINDS: dict[str, type[CallMapping]] = {
+    mapping.model_fields["kind"].default: mapping
+    for mapping in (
+        People,
+        Objects,
+        Relationships,
+        Devices,
+        Suppressions,
+        Events,
+        Pages,
+        Screens,
+        Aliases,
+        DeliveryReports,
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +35,7 @@ class SyncDefinition:
     """One sync: its stable `name` keys the stored state, so renaming it starts from scratch."""
 
     name: str
-    mapping: SyncMapping
+    mapping: CallMapping  # one of KINDS
     table: str | None = None
     query: str | None = None
     mode: Literal["mirror", "upsert"] = "mirror"
@@ -91,7 +53,7 @@ class SyncDefinition:
     @property
     def send_once(self) -> bool:
         """Each key is sent once ever: never updated, never deleted (events, page/screen views, aliases, reports)."""
-        return getattr(self.mapping, "send_once", False)
+        return self.mapping.send_once
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 200:
@@ -111,11 +73,8 @@ class SyncDefinition:
             )
         if not self.lock_timeout >= 0:
             raise SourceError(f"Sync {self.name!r}: lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}.")
-        if isinstance(self.mapping, People) and self.mapping.id_column is None and self.mode == "mirror":
-            raise SourceError(
-                f"Sync {self.name!r}: people identified only by email cannot be deleted (User Deleted needs a "
-                "userId), so mirror mode is not possible; use mode='upsert' or set id_column."
-            )
+        if self.mode == "mirror" and (refusal := self.mapping.mirror_refusal()):
+            raise SourceError(f"Sync {self.name!r}: {refusal}")
         if self.send_once and self.mode != "mirror":
             raise SourceError(
                 f"Sync {self.name!r}: mode does not apply to {self.mapping.kind} syncs (each row is sent once and "
@@ -139,11 +98,8 @@ class SyncDefinition:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What the stored state depends on: changing any of it means already-sent rows may be wrong."""
-        mapping = {
-            k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dataclasses.asdict(self.mapping).items()
-        }
-        if "object_type" in mapping:
-            mapping["object_type"] = str(mapping["object_type"])
+        fields = self.mapping.model_dump(exclude={"kind"})  # by field name, as when mappings were dataclasses
+        mapping = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in fields.items()}
         return {
             "format": 1,
             "mapping": {"kind": type(self.mapping).__name__, **mapping},

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import next_mark
 from dagster_cdp.sync.database import as_engine, check_connects
-from dagster_cdp.sync.definition import People, SyncDefinition
+from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
@@ -391,9 +391,7 @@ def _call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str,
 
 
 def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
-    context = dict(definition.context or {})
-    if isinstance(definition.mapping, People):
-        context["active"] = definition.mapping.active
+    context = {**(definition.context or {}), **definition.mapping.batch_context()}
     return context or None
 
 

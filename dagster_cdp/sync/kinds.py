@@ -6,67 +6,17 @@ undoes it); `send_once` kinds send each key once ever and never update or delete
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import orjson
+from pydantic import Field, model_validator
 
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.declaration import CallMapping, ColumnNames, Part, columns, present
 from dagster_cdp.sync.values import BadValueError, to_json_value
 
-Part = Callable[[str], "str | None"]  # a column's value as an identifier string; None for NULL or empty
-
-
-class MissingKeyError(ValueError):
-    """A row has no usable key; it is reported and not sent."""
-
-
-class CallMapping:
-    """A mapping whose rows become calls through `key` and `calls`; the engine diffs them like any other kind."""
-
-    kind: ClassVar[str]
-    send_once: ClassVar[bool] = False
-
-    def identifier_columns(self) -> list[str]:
-        """Columns read as identifiers (never sent as properties by default)."""
-        raise NotImplementedError
-
-    def value_columns(self) -> Sequence[str] | None:
-        """Columns sent as properties/attributes; None means every column that is not an identifier."""
-        raise NotImplementedError
-
-    def key_columns(self) -> list[str]:
-        """The columns a row's key is made of: one column's value, or the JSON array of several (as `key` makes it,
-        and as the in-warehouse diff matches it)."""
-        raise NotImplementedError
-
-    def key(self, part: Part) -> str:
-        """The row's key in the sync state; raises MissingKeyError."""
-        parts = [_required(part, column) for column in self.key_columns()]
-        return parts[0] if len(parts) == 1 else orjson.dumps(parts).decode()
-
-    def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """(the call to send, the call that undoes it later or None); raises BadValueError for a row to report."""
-        raise NotImplementedError
-
-
-def _required(part: Part, column: str) -> str:
-    value = part(column)
-    if value is None:
-        raise MissingKeyError(f"NULL or empty key in column {column!r}")
-    return value
-
-
-def _present(part: Part, column: str, what: str) -> str:
-    value = part(column)
-    if value is None:
-        raise BadValueError(f"NULL or empty {what} in column {column!r}")
-    return value
-
-
-def _columns(*columns: str | None) -> list[str]:
-    return [c for c in columns if c]
+_USER_ID = "Column sent as userId."
+_ANONYMOUS_ID = "Column sent as anonymousId (when there is no userId)."
+_PROPERTIES = "Columns sent as properties; default every other column."
 
 
 def iso_timestamp(text: str, column: str) -> str:
@@ -78,7 +28,6 @@ def iso_timestamp(text: str, column: str) -> str:
     return to_json_value(moment, column)
 
 
-@dataclass(frozen=True)
 class Devices(CallMapping):
     """Rows are a person's mobile devices → `Device Created or Updated`; a device gone → `Device Deleted`.
 
@@ -86,11 +35,15 @@ class Devices(CallMapping):
     and the other columns are the device's attributes (`properties`).
     """
 
-    kind: ClassVar[str] = "devices"
-    user_id_column: str
-    token_column: str
-    platform_column: str
-    attributes: Sequence[str] | None = None
+    kind: Literal["devices"] = "devices"
+    user_id_column: str = Field(validation_alias="user_id", description="Column sent as userId (the device's person).")
+    token_column: str = Field(validation_alias="token", description="Column sent as context.device.token.")
+    platform_column: str = Field(
+        validation_alias="platform", description="Column sent as context.device.type (ios, android, ...)."
+    )
+    attributes: ColumnNames | None = Field(
+        None, description="Columns sent as device attributes; default every other column."
+    )
 
     def identifier_columns(self) -> list[str]:
         return [self.user_id_column, self.token_column, self.platform_column]
@@ -103,7 +56,7 @@ class Devices(CallMapping):
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         user_id, token = part(self.user_id_column), part(self.token_column)
-        platform = _present(part, self.platform_column, "platform")
+        platform = present(part, self.platform_column, "platform")
         upsert = {
             "type": "track",
             "event": "Device Created or Updated",
@@ -120,12 +73,11 @@ class Devices(CallMapping):
         return upsert, delete
 
 
-@dataclass(frozen=True)
 class Suppressions(CallMapping):
     """Rows are suppressed person ids → `User Suppressed`; an id gone from the source → `User Unsuppressed`."""
 
-    kind: ClassVar[str] = "suppressions"
-    user_id_column: str
+    kind: Literal["suppressions"] = "suppressions"
+    user_id_column: str = Field(validation_alias="user_id", description="Column holding the suppressed userId.")
 
     def identifier_columns(self) -> list[str]:
         return [self.user_id_column]
@@ -149,22 +101,29 @@ class _SentOnce(CallMapping):
 
     send_once: ClassVar[bool] = True
     person_required: ClassVar[bool] = True
-    id_column: str
-    user_id_column: str | None
-    anonymous_id_column: str | None
-    timestamp_column: str | None
+    if TYPE_CHECKING:  # each kind declares these fields, in its own order and with its own descriptions
+        id_column: str
+        user_id_column: str | None
+        anonymous_id_column: str | None
+        timestamp_column: str | None
+        properties: ColumnNames | None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _has_person(self) -> _SentOnce:
         if self.person_required and self.user_id_column is None and self.anonymous_id_column is None:
-            raise SourceError(f"{self.kind} need user_id_column or anonymous_id_column (or both); neither was given.")
+            raise ValueError(f"{self.kind} need user_id_column or anonymous_id_column (or both); neither was given.")
+        return self
 
     def _own_columns(self) -> list[str]:
         return []
 
     def identifier_columns(self) -> list[str]:
-        return _columns(
+        return columns(
             self.id_column, self.user_id_column, self.anonymous_id_column, self.timestamp_column, *self._own_columns()
         )
+
+    def value_columns(self) -> Sequence[str] | None:
+        return self.properties
 
     def key_columns(self) -> list[str]:
         return [self.id_column]
@@ -175,57 +134,57 @@ class _SentOnce(CallMapping):
             "anonymousId": part(self.anonymous_id_column) if self.anonymous_id_column else None,
         }
         if person["userId"] is None and person["anonymousId"] is None:
-            columns = " and ".join(map(repr, _columns(self.user_id_column, self.anonymous_id_column)))
-            raise BadValueError(f"NULL or empty person id in {columns}; the call would belong to nobody")
+            names = " and ".join(map(repr, columns(self.user_id_column, self.anonymous_id_column)))
+            raise BadValueError(f"NULL or empty person id in {names}; the call would belong to nobody")
         return {k: v for k, v in person.items() if v is not None}
 
     def _timestamp(self, part: Part) -> dict[str, Any]:
         if self.timestamp_column is None:
             return {}
-        return {"timestamp": iso_timestamp(_present(part, self.timestamp_column, "timestamp"), self.timestamp_column)}
+        return {"timestamp": iso_timestamp(present(part, self.timestamp_column, "timestamp"), self.timestamp_column)}
 
 
-@dataclass(frozen=True)
 class Events(_SentOnce):
     """Rows are events that happened → `track` calls backdated to `timestamp`, each event id sent once ever."""
 
-    kind: ClassVar[str] = "events"
-    id_column: str
-    event_column: str
-    user_id_column: str | None = None
-    anonymous_id_column: str | None = None
-    timestamp_column: str | None = None
-    properties: Sequence[str] | None = None
+    kind: Literal["events"] = "events"
+    id_column: str = Field(
+        validation_alias="id", description="Event id column: each id is sent once; the messageId derives from it."
+    )
+    event_column: str = Field(validation_alias="event", description="Column holding the event name.")
+    user_id_column: str | None = Field(None, validation_alias="user_id", description=_USER_ID)
+    anonymous_id_column: str | None = Field(None, validation_alias="anonymous_id", description=_ANONYMOUS_ID)
+    timestamp_column: str | None = Field(
+        None, validation_alias="timestamp", description="Column sent as timestamp (when the event happened)."
+    )
+    properties: ColumnNames | None = Field(None, description=_PROPERTIES)
 
     def _own_columns(self) -> list[str]:
         return [self.event_column]
 
-    def value_columns(self) -> Sequence[str] | None:
-        return self.properties
-
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        event = _present(part, self.event_column, "event name")
+        event = present(part, self.event_column, "event name")
         return (
             {"type": "track", "event": event, **self._person(part), **self._timestamp(part), "properties": values},
             None,
         )
 
 
-@dataclass(frozen=True)
 class _Views(_SentOnce):
+    """Page or screen views; each kind names its name column (`page_name`, `screen_name`)."""
+
     view: ClassVar[str]
-    id_column: str
+    id_column: str = Field(validation_alias="id", description="View id column: each id is sent once.")
     name_column: str
-    user_id_column: str | None = None
-    anonymous_id_column: str | None = None
-    timestamp_column: str | None = None
-    properties: Sequence[str] | None = None
+    user_id_column: str | None = Field(None, validation_alias="user_id", description=_USER_ID)
+    anonymous_id_column: str | None = Field(None, validation_alias="anonymous_id", description=_ANONYMOUS_ID)
+    timestamp_column: str | None = Field(
+        None, validation_alias="timestamp", description="Column sent as timestamp (when the view happened)."
+    )
+    properties: ColumnNames | None = Field(None, description=_PROPERTIES)
 
     def _own_columns(self) -> list[str]:
         return [self.name_column]
-
-    def value_columns(self) -> Sequence[str] | None:
-        return self.properties
 
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         name = part(self.name_column)
@@ -241,30 +200,33 @@ class _Views(_SentOnce):
         )
 
 
-@dataclass(frozen=True)
 class Pages(_Views):
     """Rows are page views → `page` calls (name, properties, timestamp), each view id sent once ever."""
 
-    kind: ClassVar[str] = "pages"
+    kind: Literal["pages"] = "pages"
     view: ClassVar[str] = "page"
+    name_column: str = Field(validation_alias="page_name", description="Column sent as the page's name.")
 
 
-@dataclass(frozen=True)
 class Screens(_Views):
     """Rows are mobile screen views → `screen` calls (name, properties, timestamp), each view id sent once ever."""
 
-    kind: ClassVar[str] = "screens"
+    kind: Literal["screens"] = "screens"
     view: ClassVar[str] = "screen"
+    name_column: str = Field(validation_alias="screen_name", description="Column sent as the screen's name.")
 
 
-@dataclass(frozen=True)
 class Aliases(CallMapping):
     """Rows are (previous id, user id) pairs → `alias` calls merging the first into the second, each pair once."""
 
-    kind: ClassVar[str] = "aliases"
+    kind: Literal["aliases"] = "aliases"
     send_once: ClassVar[bool] = True
-    previous_id_column: str
-    user_id_column: str
+    previous_id_column: str = Field(
+        validation_alias="previous_id", description="Column sent as previousId (the id being merged away)."
+    )
+    user_id_column: str = Field(
+        validation_alias="user_id", description="Column sent as userId (the id it merges into)."
+    )
 
     def identifier_columns(self) -> list[str]:
         return [self.previous_id_column, self.user_id_column]
@@ -279,7 +241,6 @@ class Aliases(CallMapping):
         return {"type": "alias", "previousId": part(self.previous_id_column), "userId": part(self.user_id_column)}, None
 
 
-@dataclass(frozen=True)
 class DeliveryReports(_SentOnce):
     """Rows are message delivery metrics → `Report Delivery Event` tracks, each report id sent once ever.
 
@@ -288,25 +249,34 @@ class DeliveryReports(_SentOnce):
     user id column the call's `anonymousId` is the delivery id: the delivery, not a person, is what it reports on.
     """
 
-    kind: ClassVar[str] = "delivery_reports"
+    kind: Literal["delivery_reports"] = "delivery_reports"
     person_required: ClassVar[bool] = False
-    id_column: str
-    delivery_id_column: str
-    metric_column: str
-    user_id_column: str | None = None
-    anonymous_id_column: str | None = None
-    timestamp_column: str | None = None
-    properties: Sequence[str] | None = None
+    id_column: str = Field(validation_alias="id", description="Report id column: each id is sent once.")
+    delivery_id_column: str = Field(validation_alias="delivery_id", description="Column sent as properties.deliveryId.")
+    metric_column: str = Field(
+        validation_alias="metric",
+        description="Column sent as properties.metric (delivered, opened, clicked, bounced, ...).",
+    )
+    user_id_column: str | None = Field(
+        None, validation_alias="user_id", description="Column sent as userId; default anonymousId = the delivery id."
+    )
+    anonymous_id_column: str | None = Field(
+        None, validation_alias="anonymous_id", description="Column sent as anonymousId."
+    )
+    timestamp_column: str | None = Field(
+        None, validation_alias="timestamp", description="Column sent as timestamp (when the metric happened)."
+    )
+    properties: ColumnNames | None = Field(
+        None,
+        description="Columns sent as further properties (e.g. recipient, reason, href); default every other column.",
+    )
 
     def _own_columns(self) -> list[str]:
         return [self.delivery_id_column, self.metric_column]
 
-    def value_columns(self) -> Sequence[str] | None:
-        return self.properties
-
     def calls(self, part: Part, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        delivery_id = _present(part, self.delivery_id_column, "delivery id")
-        metric = _present(part, self.metric_column, "metric")
+        delivery_id = present(part, self.delivery_id_column, "delivery id")
+        metric = present(part, self.metric_column, "metric")
         if self.user_id_column is None and self.anonymous_id_column is None:
             person = {"anonymousId": delivery_id}
         else:
@@ -321,6 +291,3 @@ class DeliveryReports(_SentOnce):
             },
             None,
         )
-
-
-CALL_KINDS: tuple[type[CallMapping], ...] = (Devices, Suppressions, Events, Pages, Screens, Aliases, DeliveryReports)

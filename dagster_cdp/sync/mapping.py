@@ -7,14 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from dagster_cdp.encoding import dumps
 from dagster_cdp.packing import MAX_CALL_BYTES
 from dagster_cdp.sync.cursor import encode
-from dagster_cdp.sync.definition import Objects, People, Relationships, SyncDefinition
+from dagster_cdp.sync.declaration import Key, MissingKeyError
+from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.errors import SourceError
-from dagster_cdp.sync.kinds import CallMapping, MissingKeyError
 from dagster_cdp.sync.values import BadValueError, Unreadable, to_json_value, to_key_part
 
 _MESSAGE_ID_FIELD = len(b',"messageId":""') + 36  # every messageId we send is a 36-character uuid
@@ -58,62 +56,15 @@ class ValueColumns:
     all_columns: bool  # the mapping takes every column that is not an identifier (its column set is recorded)
 
 
-@dataclass(frozen=True)
-class Key:
-    """How a mapping builds a row's key: pieces that are a column's text or a literal, concatenated into one
-    string, or (`json`) each an element of a JSON array."""
-
-    pieces: tuple[tuple[str, str], ...]  # ("column", name) or ("literal", text)
-    json: bool
-
-    def columns(self) -> list[str]:
-        return [value for kind, value in self.pieces if kind == "column"]
-
-    def text(self, parts: Sequence[str]) -> str:
-        """The key Python makes of these parts (the one kept in the state)."""
-        return orjson.dumps(list(parts)).decode() if self.json else parts[0]
-
-
 def key_of(definition: SyncDefinition) -> Key:
-    m = definition.mapping
-
-    def column(name: str) -> tuple[str, str]:
-        return ("column", name)
-
-    if isinstance(m, People):
-        key_column = m.id_column or m.email_column
-        assert key_column is not None  # People requires id_column or email_column
-        return Key((column(key_column),), json=False)
-    if isinstance(m, Objects):
-        if m.object_type_column:
-            return Key((column(m.object_type_column), ("literal", ":"), column(m.id_column)), json=False)
-        return Key((("literal", f"{m.object_type}:"), column(m.id_column)), json=False)
-    if isinstance(m, Relationships):
-        kind = column(m.object_type_column) if m.object_type_column else ("literal", str(m.object_type))
-        return Key((column(m.user_id_column), kind, column(m.object_id_column)), json=True)
-    assert isinstance(m, CallMapping)
-    names = m.key_columns()
-    return Key(tuple(map(column, names)), json=len(names) > 1)
+    return definition.mapping.key_shape()
 
 
 def mapping_columns(definition: SyncDefinition) -> tuple[list[str], set[str], list[str] | None]:
     """(identifier columns, columns never sent by default, listed value columns or None for every other one)."""
     m = definition.mapping
-    if isinstance(m, People):
-        return (
-            [c for c in (m.id_column, m.email_column) if c],
-            {m.id_column} if m.id_column else set(),
-            _listed(m.traits),
-        )
-    if isinstance(m, Objects):
-        keys = [c for c in (m.id_column, m.object_type_column) if c]
-        return keys, set(keys), _listed(m.traits)
-    if isinstance(m, CallMapping):
-        keys = m.identifier_columns()
-        never_sent = {*keys, definition.cursor_column} if definition.cursor_column is not None else set(keys)
-        return keys, never_sent, _listed(m.value_columns())
-    keys = [c for c in (m.user_id_column, m.object_id_column, m.object_type_column) if c]
-    return keys, set(keys), _listed(m.attributes)
+    cursor = [definition.cursor_column] if definition.cursor_column is not None else []
+    return m.identifier_columns(), {*m.never_sent_columns(), *cursor}, _listed(m.value_columns())
 
 
 def _listed(columns: Sequence[str] | None) -> list[str] | None:
@@ -144,9 +95,7 @@ class RowMapper:
                     f"Its columns are: {', '.join(map(repr, self._columns))}."
                 )
         sent = list(values.sent)
-        m = self._mapping
-        if isinstance(m, People) and m.email_column and m.email_column not in sent:
-            sent.append(m.email_column)
+        sent.extend(c for c in self._mapping.always_sent_columns() if c not in sent)
         self._values = [(c, self._columns.index(c)) for c in sent]
         self._cleared = dict.fromkeys(values.cleared)
         self._index = {c: self._columns.index(c) for c in key_columns}
@@ -156,11 +105,8 @@ class RowMapper:
 
     def map(self, row: Sequence[Any]) -> MappedRow | tuple[None, str]:
         """A MappedRow, or (None, reason) for a row that has no usable key."""
-        m = self._mapping
         try:
-            if isinstance(m, CallMapping):
-                return self._with_cursor(row, self._map_call(row, m))
-            return self._map_entity(row, m)
+            return self._with_cursor(row, self._mapped(row))
         except BadValueError as exc:  # a key value that cannot be an identifier (NaN, unreadable)
             return None, str(exc)
 
@@ -175,86 +121,17 @@ class RowMapper:
             raise BadValueError(f"column {column!r} holds JSON nested too deep to send") from None
         return values
 
-    def _map_entity(self, row: Sequence[Any], m: People | Objects | Relationships) -> MappedRow | tuple[None, str]:
-        if isinstance(m, People):
-            parts = [
-                self._key_part(row, m.id_column) if m.id_column else None,
-                self._key_part(row, m.email_column) if m.email_column else None,
-            ]
-            user_id, email = parts
-            if m.id_column:
-                if user_id is None:
-                    return None, f"NULL or empty key in column {m.id_column!r}"
-                key = user_id
-            else:
-                if email is None:
-                    return None, f"NULL or empty key in column {m.email_column!r}"
-                key = email
-            payload_key: dict[str, Any] = {"type": "identify", "userId": user_id if m.id_column else ""}
-            delete_call: dict[str, Any] = (
-                {"type": "track", "event": "User Deleted", "userId": user_id}
-                if m.id_column
-                else {"type": "track", "event": "User Deleted", "userId": "", "context": {"traits": {"email": email}}}
-            )
-        else:
-            if isinstance(m, Objects):
-                object_id_column = m.id_column
-            else:
-                object_id_column = m.object_id_column
-            object_id = self._key_part(row, object_id_column)
-            if object_id is None:
-                return None, f"NULL or empty key in column {object_id_column!r}"
-            if m.object_type_column:
-                type_id = self._key_part(row, m.object_type_column)
-                if type_id is None or not type_id.isdigit():
-                    return None, f"object type {type_id!r} in column {m.object_type_column!r} is not an integer id"
-            else:
-                type_id = str(m.object_type)
-            if isinstance(m, Objects):
-                key = f"{type_id}:{object_id}"
-                payload_key = {"type": "group", "groupId": object_id}
-                delete_call = {
-                    "type": "track",
-                    "event": "Object Deleted",
-                    "anonymousId": object_id,
-                    "properties": {"objectId": object_id, "objectTypeId": type_id},
-                }
-            else:
-                user_id = self._key_part(row, m.user_id_column)
-                if user_id is None:
-                    return None, f"NULL or empty key in column {m.user_id_column!r}"
-                key = orjson.dumps([user_id, type_id, object_id]).decode()
-                payload_key = {"type": "group", "userId": user_id, "groupId": object_id}
-                delete_call = {
-                    "type": "track",
-                    "event": "Relationship Deleted",
-                    "userId": user_id,
-                    "properties": {"objectId": object_id, "objectTypeId": type_id},
-                }
-        key_hash = hash_hex(key.encode())
-        try:
-            values = self._row_values(row)
-        except BadValueError as exc:
-            return MappedRow(key, key_hash, None, None, None, problem=str(exc))
-        if isinstance(m, People):
-            payload = {**payload_key, "traits": values}
-        elif isinstance(m, Objects):
-            payload = {**payload_key, "traits": {**values, "objectTypeId": type_id}}
-        else:
-            payload = {**payload_key, "traits": {"objectTypeId": type_id, "relationshipAttributes": values}}
-        return self._sized(key, key_hash, payload, delete_call)
-
-    def _map_call(self, row: Sequence[Any], m: CallMapping) -> MappedRow | tuple[None, str]:
+    def _mapped(self, row: Sequence[Any]) -> MappedRow | tuple[None, str]:
         def part(column: str) -> str | None:
             return self._key_part(row, column)
 
         try:
-            key = m.key(part)
+            key = self._mapping.key(part)
         except MissingKeyError as exc:
             return None, str(exc)
         key_hash = hash_hex(key.encode())
         try:
-            payload, delete_call = m.calls(part, self._row_values(row))
+            payload, delete_call = self._mapping.calls(part, self._row_values(row))
         except BadValueError as exc:
             return MappedRow(key, key_hash, None, None, None, problem=str(exc))
         return self._sized(key, key_hash, payload, delete_call)
