@@ -1,34 +1,24 @@
 """The declarative form of a sync (YAML in a component, `meta.cdp` on a dbt model), validated before anything runs.
 
-Field names say which column feeds what (`id: user_id`), as in `meta: {cdp: {kind: people, id: user_id}}`.
+Field names say which column feeds what (`id: user_id`), as in `meta: {cdp: {kind: people, id: user_id}}`. A kind's
+fields, checks and descriptions are its mapping class's (`dagster_cdp.sync.definition.KINDS`), under their declared
+names; the model of a kind here adds those every sync has.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, cast
 
 import pydantic
 from dagster.components.resolved.core_models import AssetAttributesModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dagster_cdp.errors import CdpError
-from dagster_cdp.sync import (
-    Aliases,
-    DeliveryReports,
-    Devices,
-    Events,
-    Objects,
-    Pages,
-    People,
-    Relationships,
-    Screens,
-    Suppressions,
-    SyncDefinition,
-)
+from dagster_cdp.sync import SyncDefinition
 from dagster_cdp.sync.declaration import CallMapping
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.definition import KINDS
 
 
 class InvalidSyncError(CdpError, ValueError):
@@ -123,107 +113,9 @@ class SyncModel(BaseModel):
         )
 
     def _mapping(self) -> CallMapping:
-        raise NotImplementedError
-
-
-def object_type_id(value: int | str) -> str:
-    """An object type id as the API wants it: a string of digits (YAML may give 1 or "1")."""
-    if isinstance(value, bool) or not str(value).isdigit():
-        raise ValueError(f"object_type must be an integer object type id such as 1, got {value!r}")
-    return str(value)
-
-
-class PeopleSyncModel(SyncModel):
-    """Rows are people → identify calls."""
-
-    kind: Literal["people"]
-    id: str | None = Field(None, description="Column sent as userId.")
-    email: str | None = Field(None, description="Column identifying people by email when there is no id column.")
-    traits: list[str] | None = Field(None, description="Columns sent as traits; default every other column.")
-    active: bool = Field(False, description="Send context.active (a warehouse sync is not activity, so default off).")
-
-    @model_validator(mode="after")
-    def _identified(self) -> PeopleSyncModel:
-        if self.id is None and self.email is None:
-            raise ValueError(f"people sync {self.name!r} needs `id` (the userId column) or `email`")
-        return self
-
-    def _mapping(self) -> People:
-        return People(id_column=self.id, email_column=self.email, traits=self.traits, active=self.active)
-
-
-class ObjectsSyncModel(SyncModel):
-    """Rows are objects (accounts, companies, ...) → group calls without userId."""
-
-    kind: Literal["objects"]
-    id: str = Field(description="Column sent as groupId.")
-    object_type: int | str = Field("1", description="Object type id (traits.objectTypeId).")
-    object_type_column: str | None = Field(None, description="Column holding a per-row object type id instead.")
-
-    _object_type = field_validator("object_type")(object_type_id)
-    traits: list[str] | None = Field(None, description="Columns sent as traits; default every other column.")
-
-    def _mapping(self) -> Objects:
-        return Objects(
-            id_column=self.id,
-            object_type=self.object_type,
-            object_type_column=self.object_type_column,
-            traits=self.traits,
-        )
-
-
-class RelationshipsSyncModel(SyncModel):
-    """Rows relate a person to an object → group calls with userId and groupId."""
-
-    kind: Literal["relationships"]
-    user_id: str = Field(description="Column sent as userId.")
-    object_id: str = Field(description="Column sent as groupId.")
-    object_type: int | str = Field("1", description="Object type id (traits.objectTypeId).")
-    object_type_column: str | None = Field(None, description="Column holding a per-row object type id instead.")
-
-    _object_type = field_validator("object_type")(object_type_id)
-    attributes: list[str] | None = Field(
-        None, description="Columns sent as traits.relationshipAttributes; default every other column."
-    )
-
-    def _mapping(self) -> Relationships:
-        return Relationships(
-            user_id_column=self.user_id,
-            object_id_column=self.object_id,
-            object_type=self.object_type,
-            object_type_column=self.object_type_column,
-            attributes=self.attributes,
-        )
-
-
-class DevicesSyncModel(SyncModel):
-    """Rows are a person's devices → `Device Created or Updated`; a device gone → `Device Deleted` (mirror mode)."""
-
-    kind: Literal["devices"]
-    user_id: str = Field(description="Column sent as userId (the device's person).")
-    token: str = Field(description="Column sent as context.device.token.")
-    platform: str = Field(description="Column sent as context.device.type (ios, android, ...).")
-    attributes: list[str] | None = Field(
-        None, description="Columns sent as device attributes; default every other column."
-    )
-
-    def _mapping(self) -> Devices:
-        return Devices(
-            user_id_column=self.user_id,
-            token_column=self.token,
-            platform_column=self.platform,
-            attributes=self.attributes,
-        )
-
-
-class SuppressionsSyncModel(SyncModel):
-    """Rows are suppressed person ids → `User Suppressed`; an id gone → `User Unsuppressed` (mirror mode)."""
-
-    kind: Literal["suppressions"]
-    user_id: str = Field(description="Column holding the suppressed userId.")
-
-    def _mapping(self) -> Suppressions:
-        return Suppressions(user_id_column=self.user_id)
+        """The engine's mapping, built from this model's mapping fields (those of its kind's class)."""
+        mapping = KINDS[self.kind]
+        return mapping(**{name: getattr(self, name) for name in mapping.model_fields})
 
 
 class SendOnceSyncModel(SyncModel):
@@ -253,170 +145,34 @@ class SendOnceSyncModel(SyncModel):
             raise ValueError("lookback needs `cursor` (the column to read incrementally by)")
         if self.lookback < 0:
             raise ValueError(f"lookback must be >= 0 seconds, got {self.lookback}")
-        try:
-            self._mapping()
-        except SourceError as e:
-            raise ValueError(str(e)) from None
         return self
 
     def to_definition(self) -> SyncDefinition:
         return dataclasses.replace(super().to_definition(), cursor_column=self.cursor, lookback=self.lookback)
 
 
-class EventsSyncModel(SendOnceSyncModel):
-    """Rows are events → `track` calls backdated to their timestamp, each event id sent once."""
-
-    kind: Literal["events"]
-    id: str = Field(description="Event id column: each id is sent once; the messageId derives from it.")
-    event: str = Field(description="Column holding the event name.")
-    user_id: str | None = Field(None, description="Column sent as userId.")
-    anonymous_id: str | None = Field(None, description="Column sent as anonymousId (when there is no userId).")
-    timestamp: str | None = Field(None, description="Column sent as timestamp (when the event happened).")
-    properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
-
-    def _mapping(self) -> Events:
-        return Events(
-            id_column=self.id,
-            event_column=self.event,
-            user_id_column=self.user_id,
-            anonymous_id_column=self.anonymous_id,
-            timestamp_column=self.timestamp,
-            properties=self.properties,
-        )
-
-
-class PagesSyncModel(SendOnceSyncModel):
-    """Rows are page views → `page` calls, each view id sent once."""
-
-    kind: Literal["pages"]
-    id: str = Field(description="View id column: each id is sent once.")
-    page_name: str = Field(description="Column sent as the page's name.")
-    user_id: str | None = Field(None, description="Column sent as userId.")
-    anonymous_id: str | None = Field(None, description="Column sent as anonymousId (when there is no userId).")
-    timestamp: str | None = Field(None, description="Column sent as timestamp (when the view happened).")
-    properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
-
-    def _mapping(self) -> Pages:
-        return Pages(
-            id_column=self.id,
-            name_column=self.page_name,
-            user_id_column=self.user_id,
-            anonymous_id_column=self.anonymous_id,
-            timestamp_column=self.timestamp,
-            properties=self.properties,
-        )
-
-
-class ScreensSyncModel(SendOnceSyncModel):
-    """Rows are mobile screen views → `screen` calls, each view id sent once."""
-
-    kind: Literal["screens"]
-    id: str = Field(description="View id column: each id is sent once.")
-    screen_name: str = Field(description="Column sent as the screen's name.")
-    user_id: str | None = Field(None, description="Column sent as userId.")
-    anonymous_id: str | None = Field(None, description="Column sent as anonymousId (when there is no userId).")
-    timestamp: str | None = Field(None, description="Column sent as timestamp (when the view happened).")
-    properties: list[str] | None = Field(None, description="Columns sent as properties; default every other column.")
-
-    def _mapping(self) -> Screens:
-        return Screens(
-            id_column=self.id,
-            name_column=self.screen_name,
-            user_id_column=self.user_id,
-            anonymous_id_column=self.anonymous_id,
-            timestamp_column=self.timestamp,
-            properties=self.properties,
-        )
-
-
-class AliasesSyncModel(SendOnceSyncModel):
-    """Rows are (previous id, user id) pairs → `alias` calls, each pair sent once."""
-
-    kind: Literal["aliases"]
-    previous_id: str = Field(description="Column sent as previousId (the id being merged away).")
-    user_id: str = Field(description="Column sent as userId (the id it merges into).")
-
-    def _mapping(self) -> Aliases:
-        return Aliases(previous_id_column=self.previous_id, user_id_column=self.user_id)
-
-
-class DeliveryReportsSyncModel(SendOnceSyncModel):
-    """Rows are message delivery metrics → `Report Delivery Event` tracks, each report id sent once."""
-
-    kind: Literal["delivery_reports"]
-    id: str = Field(description="Report id column: each id is sent once.")
-    delivery_id: str = Field(description="Column sent as properties.deliveryId.")
-    metric: str = Field(description="Column sent as properties.metric (delivered, opened, clicked, bounced, ...).")
-    user_id: str | None = Field(None, description="Column sent as userId; default anonymousId = the delivery id.")
-    anonymous_id: str | None = Field(None, description="Column sent as anonymousId.")
-    timestamp: str | None = Field(None, description="Column sent as timestamp (when the metric happened).")
-    properties: list[str] | None = Field(
-        None,
-        description="Columns sent as further properties (e.g. recipient, reason, href); default every other column.",
+def _sync_model(mapping: type[CallMapping]) -> type[SyncModel]:
+    """A kind's declared form: its mapping's fields, under their declared names, and the fields every sync has."""
+    base = SendOnceSyncModel if mapping.send_once else SyncModel
+    kind: Any = mapping.model_fields["kind"].annotation  # its Literal, required here, unlike in Python
+    model = pydantic.create_model(
+        f"{mapping.__name__}SyncModel",
+        __base__=(mapping, base),
+        __doc__=mapping.__doc__,
+        __module__=__name__,
+        kind=(kind, Field(description=SyncModel.model_fields["kind"].description)),
     )
-
-    def _mapping(self) -> DeliveryReports:
-        return DeliveryReports(
-            id_column=self.id,
-            delivery_id_column=self.delivery_id,
-            metric_column=self.metric,
-            user_id_column=self.user_id,
-            anonymous_id_column=self.anonymous_id,
-            timestamp_column=self.timestamp,
-            properties=self.properties,
-        )
+    return cast(type[SyncModel], model)
 
 
-_MODELS: dict[str, type[SyncModel]] = {
-    get_args(m.model_fields["kind"].annotation)[0]: m
-    for m in (
-        PeopleSyncModel,
-        ObjectsSyncModel,
-        RelationshipsSyncModel,
-        DevicesSyncModel,
-        SuppressionsSyncModel,
-        EventsSyncModel,
-        PagesSyncModel,
-        ScreensSyncModel,
-        AliasesSyncModel,
-        DeliveryReportsSyncModel,
-    )
-}
-KINDS = tuple(_MODELS)
-
-# A sync as declared: one model per kind, chosen by `kind` (what the component's JSON schema lists).
-SyncDeclaration = Annotated[
-    PeopleSyncModel
-    | ObjectsSyncModel
-    | RelationshipsSyncModel
-    | DevicesSyncModel
-    | SuppressionsSyncModel
-    | EventsSyncModel
-    | PagesSyncModel
-    | ScreensSyncModel
-    | AliasesSyncModel
-    | DeliveryReportsSyncModel,
-    Field(discriminator="kind"),
-]
+_MODELS: dict[str, type[SyncModel]] = {kind: _sync_model(mapping) for kind, mapping in KINDS.items()}
 
 
 def declarations_json_schema() -> dict[str, Any]:
     """The JSON schema of a list of declared syncs, which editors and `dg check yaml` read: each kind's fields,
     chosen by `kind` with if/then (so a wrong field is reported as such, where a `oneOf` would only say that no kind
-    matched), references resolved in place so it can be nested in a component's schema."""
-    schema = pydantic.TypeAdapter(SyncDeclaration).json_schema()
-    models = schema.pop("$defs")
-
-    def resolved(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolved(models[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: resolved(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolved(item) for item in node]
-        return node
-
-    kinds = [resolved(model) for model in schema["oneOf"]]
+    matched), with no references (no field is a model) so it can be nested in a component's schema."""
+    kinds = [model.model_json_schema() for model in _MODELS.values()]
     item = {
         "type": "object",
         "required": ["kind", "name"],
@@ -469,7 +225,8 @@ def check_names(definitions: Sequence[SyncDefinition]) -> None:
 
 def _message(kind: str, model: type[SyncModel], error: Any) -> str:
     if error["type"] == "extra_forbidden":
-        return f"{error['loc'][-1]!r} is not a field of {kind} syncs; their fields are {', '.join(model.model_fields)}"
+        fields = [str(field.validation_alias or name) for name, field in model.model_fields.items()]
+        return f"{error['loc'][-1]!r} is not a field of {kind} syncs; their fields are {', '.join(fields)}"
     if error["type"] == "missing":
         return f"{error['loc'][-1]!r} is required for {kind} syncs"
     return str(error["msg"]).removeprefix("Value error, ")
