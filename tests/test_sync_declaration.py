@@ -1,5 +1,7 @@
 """A kind is declared once: the same class takes Python's field names and YAML's, and refuses bad values."""
 
+import pickle
+
 import pytest
 
 from dagster_cdp.sync import Events, Objects, People, SourceError
@@ -19,3 +21,11 @@ def test_bad_values_in_python_raise_source_error() -> None:
         People(traits=["plan"])
     with pytest.raises(SourceError, match="event_column"):
         Events(id_column="id", user_id_column="user_id")
+
+
+def test_declared_syncs_and_mappings_pickle() -> None:
+    from dagster_cdp.dagster.definition import parse_sync
+
+    declared = parse_sync({"kind": "objects", "name": "accounts", "table": "accounts", "id": "id", "object_type": 2})
+    assert pickle.loads(pickle.dumps(declared)) == declared
+    assert pickle.loads(pickle.dumps(declared.to_definition())) == declared.to_definition()

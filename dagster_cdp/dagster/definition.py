@@ -166,6 +166,7 @@ def _sync_model(mapping: type[CallMapping]) -> type[SyncModel]:
 
 
 _MODELS: dict[str, type[SyncModel]] = {kind: _sync_model(mapping) for kind, mapping in KINDS.items()}
+globals().update({model.__name__: model for model in _MODELS.values()})  # importable by name, so declared syncs pickle
 
 
 def declarations_json_schema() -> dict[str, Any]:
