@@ -108,7 +108,7 @@ def change(url: str, round_: int, kind: str) -> None:
 
 def sync(url: str, base_url: str, api_key: str, partitions: int, partition: int | None, kind: str) -> int:
     from dagster_cdp.client import PipelinesClient
-    from dagster_cdp.sync import People, Relationships, SyncDefinition, run_sync
+    from dagster_cdp import People, Relationships, SyncDefinition, run_sync
 
     mapping = People(id_column="user_id") if kind == "people" else Relationships(
         user_id_column="user_id", object_id_column="account_id", attributes=["role", "since"])

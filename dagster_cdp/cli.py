@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run_emulator(args: argparse.Namespace) -> None:
-    from dagster_cdp.emulator import Emulator
+    from dagster_cdp.emulator.server import Emulator
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

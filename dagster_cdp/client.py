@@ -27,11 +27,11 @@ import httpx
 import orjson
 
 from dagster_cdp.calls import problem_with
+from dagster_cdp.delivery_report import BatchResult, DeliveryReport, Rejection
 from dagster_cdp.encoding import encode
 from dagster_cdp.errors import AuthenticationError, CdpError, DeliveryError, InvalidMessageError
 from dagster_cdp.packing import MAX_CALL_BYTES, Batch, BatchPacker, sent_at_now
 from dagster_cdp.rate_limit import RateLimiter
-from dagster_cdp.report import BatchResult, DeliveryReport, Rejection
 
 Region = Literal["us", "eu"]
 

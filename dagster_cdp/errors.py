@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dagster_cdp.report import DeliveryReport
+    from dagster_cdp.delivery_report import DeliveryReport
 
 
 class CdpError(Exception):

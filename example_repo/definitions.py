@@ -19,8 +19,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
-from dagster_cdp import CustomerIOResource, WarehouseResource, build_dbt_sync_assets, build_sync_schedule
-from dagster_cdp.dagster import warehouse_kind
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_dbt_sync_assets, build_customerio_sync_schedule
+from dagster_cdp.dagster.warehouse import warehouse_kind
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
 DBT_PROJECT_DIR = EXAMPLE_DIR / "dbt_project"
@@ -45,10 +45,10 @@ def example_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()
 
 
-def _warehouse() -> WarehouseResource:
+def _warehouse() -> CustomerIOWarehouseResource:
     if os.environ.get("WAREHOUSE_URL"):
-        return WarehouseResource(url=dg.EnvVar("WAREHOUSE_URL"))  # may hold a password: keep it out of the UI
-    return WarehouseResource(url=f"duckdb:///{DUCKDB_PATH}")
+        return CustomerIOWarehouseResource(url=dg.EnvVar("WAREHOUSE_URL"))  # may hold a password: keep it out of the UI
+    return CustomerIOWarehouseResource(url=f"duckdb:///{DUCKDB_PATH}")
 
 
 def _customerio() -> CustomerIOResource:
@@ -61,13 +61,13 @@ def _customerio() -> CustomerIOResource:
 
 # cdp_people, cdp_accounts, cdp_memberships, cdp_devices, cdp_suppressions (mirror mode) and cdp_events, cdp_aliases
 # (each row sent once): declared in dbt_project/models/models.yml (`meta.cdp`).
-sync_assets = build_dbt_sync_assets(
+sync_assets = build_customerio_dbt_sync_assets(
     example_dbt_models, warehouse_kind=warehouse_kind(os.environ.get("WAREHOUSE_URL") or f"duckdb:///{DUCKDB_PATH}")
 )
 
 defs = dg.Definitions(
     assets=[example_dbt_models, *sync_assets],
-    schedules=[build_sync_schedule()],
+    schedules=[build_customerio_sync_schedule()],
     resources={
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
         "customerio": _customerio(),

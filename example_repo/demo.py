@@ -24,7 +24,7 @@ def main() -> int:
     for stale in (duckdb_path, duckdb_path.with_name(duckdb_path.name + ".wal")):
         stale.unlink(missing_ok=True)  # a fresh warehouse: its sync state must match the fresh emulator
 
-    from dagster_cdp.emulator import Emulator
+    from dagster_cdp import Emulator
 
     with Emulator(api_keys={"demo-key"}) as emulator:
         os.environ.update(CDP_API_KEY="demo-key", CDP_BASE_URL=emulator.url)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
+from dagster_cdp import Emulator
 from tests.warehouses import KINDS, MARIADB, POSTGRES, Warehouse, snowflake_schema
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
-from dagster_cdp.sync import Objects, People, Relationships, SyncDefinition, SyncReport, run_sync
+from dagster_cdp import Emulator, FaultConfig
+from dagster_cdp import Objects, People, Relationships, SyncDefinition, SyncReport, run_sync
 from tests.warehouses import Warehouse
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))

@@ -12,7 +12,7 @@ import pytest
 
 import dagster_cdp.client as client_module
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import AuthenticationError, DeliveryError, InvalidMessageError
 from dagster_cdp.packing import MAX_BODY_BYTES, MAX_CALL_BYTES
 

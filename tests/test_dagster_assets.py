@@ -13,17 +13,17 @@ import pytest
 
 from dagster_cdp import (
     CustomerIOResource,
-    WarehouseResource,
-    build_sync_asset,
-    build_sync_assets,
-    build_sync_job,
-    build_sync_schedule,
-    sync_asset_spec,
-    sync_automation_condition,
+    CustomerIOWarehouseResource,
+    build_customerio_sync_asset,
+    build_customerio_sync_assets,
+    build_customerio_sync_job,
+    build_customerio_sync_schedule,
+    customerio_sync_asset_spec,
+    customerio_sync_automation_condition,
 )
 from dagster_cdp.dagster.execution import sync_pool
-from dagster_cdp.emulator import Emulator, FaultConfig
-from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition
+from dagster_cdp import Emulator, FaultConfig
+from dagster_cdp import Objects, People, StateStore, SyncDefinition
 from tests.polling import until
 from tests.warehouses import execute, sqlite_warehouse
 
@@ -40,7 +40,7 @@ def warehouse_url(tmp_path: Path) -> str:
 def _resources(emulator: Emulator, warehouse_url: str, api_key: str = "test-key") -> dict:
     return {
         "customerio": CustomerIOResource(api_key=api_key, base_url=emulator.url, max_retry_seconds=2.0),
-        "warehouse": WarehouseResource(url=warehouse_url),
+        "warehouse": CustomerIOWarehouseResource(url=warehouse_url),
     }
 
 
@@ -54,7 +54,7 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 
 def test_materialize_reports_what_was_sent_and_a_rerun_sends_nothing(emulator: Emulator, warehouse_url: str) -> None:
-    asset = build_sync_asset(PEOPLE)
+    asset = build_customerio_sync_asset(PEOPLE)
     first = dg.materialize([asset], resources=_resources(emulator, warehouse_url))
     metadata = _metadata(first)
     assert {k: metadata[k] for k in ("inserted", "updated", "deleted", "unchanged", "rejected", "dagster/row_count")} == {
@@ -81,7 +81,7 @@ def test_materialize_reports_what_was_sent_and_a_rerun_sends_nothing(emulator: E
 
 def test_rejections_are_listed_and_fail_the_check_above_its_threshold(emulator: Emulator, warehouse_url: str) -> None:
     execute(warehouse_url, "insert into people values (5, 'twin@example.com', 'free')")  # user 5 twice
-    result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
+    result = dg.materialize([build_customerio_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
     metadata = _metadata(result)
     assert metadata["rejected"] >= 1 and metadata["inserted"] == 19
     assert metadata["rejections"].startswith("| key | operation | reason |")
@@ -89,14 +89,14 @@ def test_rejections_are_listed_and_fail_the_check_above_its_threshold(emulator: 
     [check] = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["rejected"].value == metadata["rejected"]
 
-    lenient = build_sync_asset(PEOPLE, max_rejected_fraction=0.2)
+    lenient = build_customerio_sync_asset(PEOPLE, max_rejected_fraction=0.2)
     [check] = dg.materialize([lenient], resources=_resources(emulator, warehouse_url)).get_asset_check_evaluations()
     assert check.passed
 
 
 def test_dry_run_observes_the_plan_and_sends_nothing(emulator: Emulator, warehouse_url: str) -> None:
     result = dg.materialize(
-        [build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url), run_config=_run_config(dry_run=True)
+        [build_customerio_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url), run_config=_run_config(dry_run=True)
     )
     assert result.success
     assert result.get_asset_materialization_events() == []
@@ -105,12 +105,12 @@ def test_dry_run_observes_the_plan_and_sends_nothing(emulator: Emulator, warehou
     assert observation.metadata["samples"].value["insert"]
     assert emulator.stats()["requests"] == 0
     # Nothing was recorded either: the real run still sends everything.
-    real = _metadata(dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url)))
+    real = _metadata(dg.materialize([build_customerio_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url)))
     assert real["inserted"] == 20
 
 
 def test_full_resync_through_run_config_resends_every_row(emulator: Emulator, warehouse_url: str) -> None:
-    asset = build_sync_asset(PEOPLE)
+    asset = build_customerio_sync_asset(PEOPLE)
     dg.materialize([asset], resources=_resources(emulator, warehouse_url))
     received = emulator.stats()["calls_received"]
     result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), run_config=_run_config(full_resync=True))
@@ -120,21 +120,21 @@ def test_full_resync_through_run_config_resends_every_row(emulator: Emulator, wa
 
 
 def test_mapping_change_fails_with_the_run_config_that_resends(emulator: Emulator, warehouse_url: str) -> None:
-    dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
+    dg.materialize([build_customerio_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url))
     changed = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id", traits=["email"]))
     result = dg.materialize(
-        [build_sync_asset(changed)], resources=_resources(emulator, warehouse_url), raise_on_error=False
+        [build_customerio_sync_asset(changed)], resources=_resources(emulator, warehouse_url), raise_on_error=False
     )
     assert not result.success
     assert "full_resync: true" in _failure_text(result)
     resync = dg.materialize(
-        [build_sync_asset(changed)], resources=_resources(emulator, warehouse_url), run_config=_run_config(full_resync=True)
+        [build_customerio_sync_asset(changed)], resources=_resources(emulator, warehouse_url), run_config=_run_config(full_resync=True)
     )
     assert _metadata(resync)["updated"] + _metadata(resync)["inserted"] == 20
 
 
 def test_deletion_guard_fails_with_the_run_config_that_forces(emulator: Emulator, warehouse_url: str) -> None:
-    asset = build_sync_asset(PEOPLE)
+    asset = build_customerio_sync_asset(PEOPLE)
     dg.materialize([asset], resources=_resources(emulator, warehouse_url))
     execute(warehouse_url, "delete from people where user_id > 5")
     result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), raise_on_error=False)
@@ -145,7 +145,7 @@ def test_deletion_guard_fails_with_the_run_config_that_forces(emulator: Emulator
 
 
 def test_undeliverable_run_fails_and_the_next_run_sends_everything_pending(emulator: Emulator, warehouse_url: str) -> None:
-    asset = build_sync_asset(PEOPLE)
+    asset = build_customerio_sync_asset(PEOPLE)
     emulator.set_faults(FaultConfig(error_rate=1.0, error_statuses=(503,)))
     result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), raise_on_error=False)
     assert not result.success
@@ -158,7 +158,7 @@ def test_the_api_key_never_shows_in_events_or_errors(warehouse_url: str) -> None
     secret = "sk-do-not-leak-0123456789"
     with Emulator(api_keys={"the-right-key"}) as emulator:
         result = dg.materialize(
-            [build_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url, api_key=secret), raise_on_error=False
+            [build_customerio_sync_asset(PEOPLE)], resources=_resources(emulator, warehouse_url, api_key=secret), raise_on_error=False
         )
     assert not result.success
     assert secret not in _failure_text(result)
@@ -166,8 +166,8 @@ def test_the_api_key_never_shows_in_events_or_errors(warehouse_url: str) -> None
 
 
 def test_spec_has_kinds_group_deps_and_a_pool_per_sync() -> None:
-    spec = sync_asset_spec(PEOPLE, deps=["people"], warehouse_kind="postgres")
-    asset = build_sync_asset(PEOPLE, spec=spec)
+    spec = customerio_sync_asset_spec(PEOPLE, deps=["people"], warehouse_kind="postgres")
+    asset = build_customerio_sync_asset(PEOPLE, spec=spec)
     assert asset.key == dg.AssetKey("cdp_people")
     assert spec.kinds == {"customerio", "postgres"} and spec.group_name == "customerio"
     assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey("people")]
@@ -180,7 +180,7 @@ def test_build_sync_assets_translation_sets_each_spec(emulator: Emulator, wareho
     def translation(spec: dg.AssetSpec, sync: SyncDefinition) -> dg.AssetSpec:
         return spec.replace_attributes(key=["crm", sync.name], owners=["team:crm"], tags={"kind": sync.mapping.kind})
 
-    assets = build_sync_assets([PEOPLE, accounts], group_name="growth", translation=translation)
+    assets = build_customerio_sync_assets([PEOPLE, accounts], group_name="growth", translation=translation)
     specs = {asset.key: asset.specs_by_key[asset.key] for asset in assets}
     assert set(specs) == {dg.AssetKey(["crm", "people"]), dg.AssetKey(["crm", "accounts"])}
     assert specs[dg.AssetKey(["crm", "accounts"])].tags["kind"] == "objects"
@@ -191,10 +191,10 @@ def test_build_sync_assets_translation_sets_each_spec(emulator: Emulator, wareho
 
 def test_sync_job_runs_each_sync_as_an_op(emulator: Emulator, warehouse_url: str) -> None:
     execute(warehouse_url, "create table accounts (account_id text, name text)", "insert into accounts values ('a1', 'Acme')")
-    from dagster_cdp.sync import Objects
+    from dagster_cdp import Objects
 
     accounts = SyncDefinition(name="accounts", table="accounts", mapping=Objects(id_column="account_id"))
-    job = build_sync_job([PEOPLE, accounts])
+    job = build_customerio_sync_job([PEOPLE, accounts])
     result = job.execute_in_process(resources=_resources(emulator, warehouse_url))
     assert result.success
     assert result.output_for_node("cdp_sync_people").inserted == 20
@@ -212,9 +212,9 @@ def test_schedule_targets_every_sync_and_automation_follows_upstream_updates() -
     def people() -> None:
         pass
 
-    sync = build_sync_asset(PEOPLE, spec=sync_asset_spec(PEOPLE, deps=[people], automation_condition=sync_automation_condition()))
-    schedule = build_sync_schedule()
-    unused = {"customerio": CustomerIOResource(api_key="unused"), "warehouse": WarehouseResource(url="sqlite://")}
+    sync = build_customerio_sync_asset(PEOPLE, spec=customerio_sync_asset_spec(PEOPLE, deps=[people], automation_condition=customerio_sync_automation_condition()))
+    schedule = build_customerio_sync_schedule()
+    unused = {"customerio": CustomerIOResource(api_key="unused"), "warehouse": CustomerIOWarehouseResource(url="sqlite://")}
     defs = dg.Definitions(assets=[people, sync], schedules=[schedule], resources=unused)
     assert defs.resolve_schedule_def("cdp_syncs_schedule").cron_schedule == "0 * * * *"
     job = defs.resolve_job_def(defs.resolve_schedule_def("cdp_syncs_schedule").job_name)
@@ -235,7 +235,7 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 def test_the_check_alone_sends_nothing_and_the_sync_runs_without_its_check(emulator: Emulator, warehouse_url: str) -> None:
-    asset = build_sync_asset(PEOPLE)
+    asset = build_customerio_sync_asset(PEOPLE)
     check_only = dg.AssetSelection.checks_for_assets(asset)
     result = dg.materialize([asset], resources=_resources(emulator, warehouse_url), selection=check_only)
     assert result.success and emulator.stats()["requests"] == 0
@@ -248,7 +248,7 @@ def test_the_check_alone_sends_nothing_and_the_sync_runs_without_its_check(emula
 def test_a_held_lock_fails_the_step_saying_what_to_do(emulator: Emulator, warehouse_url: str) -> None:
     impatient = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id"), lock_timeout=0)
     with StateStore(warehouse_url).lock("people", timeout=0):
-        result = dg.materialize([build_sync_asset(impatient)], resources=_resources(emulator, warehouse_url),
+        result = dg.materialize([build_customerio_sync_asset(impatient)], resources=_resources(emulator, warehouse_url),
                                 raise_on_error=False)
     assert not result.success
     assert "Sync 'people' is already running" in _failure_text(result) and "lock_timeout" in _failure_text(result)
@@ -297,11 +297,11 @@ POOL_CHILD = """
 import json, sys, types
 import dagster as dg
 from tests.test_dagster_assets import PEOPLE, _metadata, _resources
-from dagster_cdp import build_sync_asset
+from dagster_cdp import build_customerio_sync_asset
 
 emulator = types.SimpleNamespace(url=sys.argv[1])  # _resources needs only its URL
 with dg.DagsterInstance.get() as instance:
-    result = dg.materialize([build_sync_asset(PEOPLE)], resources=_resources(emulator, sys.argv[2]), instance=instance)
+    result = dg.materialize([build_customerio_sync_asset(PEOPLE)], resources=_resources(emulator, sys.argv[2]), instance=instance)
 print(json.dumps({"run_id": result.run_id, "inserted": _metadata(result)["inserted"]}))
 """
 
@@ -313,6 +313,6 @@ def _step_time(instance: dg.DagsterInstance, run_id: str, event_type: dg.Dagster
 
 def test_syncs_whose_names_differ_only_in_case_are_refused() -> None:
     shouting = SyncDefinition(name="PEOPLE", table="people", mapping=People(id_column="user_id"))
-    for build in (build_sync_assets, build_sync_job):
+    for build in (build_customerio_sync_assets, build_customerio_sync_job):
         with pytest.raises(ValueError, match="sync names 'people' and 'PEOPLE' differ only in case"):
             build([PEOPLE, shouting])

@@ -15,8 +15,8 @@ from tests.components import dg_cli as _dg
 from tests.components import dg_project as _dg_project
 from tests.components import load_error as _load_error
 
-from dagster_cdp import CustomerIOResource, CustomerIOSyncComponent, WarehouseResource
-from dagster_cdp.emulator import Emulator
+from dagster_cdp import CustomerIOResource, CustomerIOSyncComponent, CustomerIOWarehouseResource
+from dagster_cdp import Emulator
 from tests.warehouses import sqlite_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_component_from_yaml_builds_and_runs_sync_assets(emulator: Emulator, war
 
     resources = {
         "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-        "warehouse": WarehouseResource(url=warehouse_url),
+        "warehouse": CustomerIOWarehouseResource(url=warehouse_url),
     }
     result = dg.materialize(list(defs.assets), resources=resources)
     assert result.success
@@ -124,7 +124,7 @@ def test_get_asset_spec_and_execute_can_be_overridden(emulator: Emulator, wareho
     assert all(asset.specs_by_key[asset.key].tags["team"] == "growth" for asset in defs.assets)
     resources = {
         "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-        "warehouse": WarehouseResource(url=warehouse_url),
+        "warehouse": CustomerIOWarehouseResource(url=warehouse_url),
     }
     TaggedSyncs.ran.clear()
     dg.materialize(list(defs.assets), resources=resources, selection=["cdp_people"])
@@ -257,7 +257,7 @@ def test_translation_and_post_processing_set_the_asset_specs(emulator: Emulator,
     assert [dep.asset_key for dep in people.deps] == [dg.AssetKey(["raw", "people"])]  # kept from the sync
     resources = {
         "customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-        "warehouse": WarehouseResource(url=warehouse_url),
+        "warehouse": CustomerIOWarehouseResource(url=warehouse_url),
     }
     assert dg.materialize(list(defs.assets), resources=resources, selection=["crm/people_people"]).success
     assert set(emulator.snapshot()["people"]) == {"1", "2"}

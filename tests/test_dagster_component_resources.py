@@ -12,9 +12,9 @@ import duckdb
 import pytest
 from tests.components import dg_cli, dg_project, load_defs_yaml, load_error
 
-from dagster_cdp import CustomerIOResource, WarehouseResource
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource
 from dagster_cdp.dagster.component import CustomerIOSyncComponent
-from dagster_cdp.emulator import Emulator
+from dagster_cdp import Emulator
 
 SELF_CONTAINED_YAML = """\
 type: dagster_cdp.CustomerIOSyncComponent
@@ -79,7 +79,7 @@ def test_base_url_and_region_are_optional(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("WAREHOUSE_URL", "duckdb:///warehouse.duckdb")
     component = _component(SELF_CONTAINED_YAML)
     assert component.customerio == CustomerIOResource(api_key=SECRET_KEY)
-    assert component.warehouse == WarehouseResource(url="duckdb:///warehouse.duckdb")
+    assert component.warehouse == CustomerIOWarehouseResource(url="duckdb:///warehouse.duckdb")
     assert SECRET_KEY not in repr(component)
     people = next(a for a in load_defs_yaml(SELF_CONTAINED_YAML).assets if a.key == dg.AssetKey("cdp_people"))
     assert people.specs_by_key[people.key].kinds == {"customerio", "duckdb"}  # from warehouse.url
@@ -98,7 +98,7 @@ def test_resources_given_in_python_win_over_the_defs_yaml(
         dg.Definitions(
             resources={
                 "customerio": CustomerIOResource(api_key="key-in-python", base_url=emulator.url),
-                "warehouse": WarehouseResource(url=dg.EnvVar("PYTHON_WAREHOUSE_URL")),
+                "warehouse": CustomerIOWarehouseResource(url=dg.EnvVar("PYTHON_WAREHOUSE_URL")),
             }
         ),
     )
@@ -124,7 +124,7 @@ def test_a_defs_yaml_without_resources_still_needs_them_from_python() -> None:
         ("  customerio:\n    api_key: k\n    base_url: ftp://emulator\n",
          "customerio (CustomerIOResource): base_url: Value error, base_url must start with http:// or https://"),
         ("  warehouse:\n    url: duckdb:///w.duckdb\n    schema: x\n",
-         "warehouse.WarehouseResourceYaml.schema at {path}:3`\n  Extra inputs are not permitted"),
+         "warehouse.CustomerIOWarehouseResourceYaml.schema at {path}:3`\n  Extra inputs are not permitted"),
     ],
 )
 def test_a_wrong_resource_field_is_named(resources: str, message: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from dagster_cdp import build_dbt_sync_assets
+from dagster_cdp import build_customerio_dbt_sync_assets
 from dagster_cdp.dagster.dbt import dbt_declared_syncs
-from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel
-from dagster_cdp.sync import Objects, People, Relationships
+from dagster_cdp.dagster.declared_syncs import InvalidSyncError, SyncModel
+from dagster_cdp import Objects, People, Relationships
 
 
 def _node(name: str, meta: dict, resource_type: str = "model") -> dict:
@@ -62,13 +62,13 @@ def test_meta_cdp_names_differing_only_in_case_are_refused_naming_both_models() 
 
 
 def test_translation_changes_every_sync_asset_spec_of_the_dbt_project() -> None:
-    """`build_dbt_sync_assets(translation=...)`: asset attributes per declared sync, without subclassing."""
+    """`build_customerio_dbt_sync_assets(translation=...)`: asset attributes per declared sync, without subclassing."""
     from example_repo.definitions import example_dbt_models
 
     def translation(spec: dg.AssetSpec, sync: SyncModel) -> dg.AssetSpec:
         return spec.replace_attributes(key=["crm", sync.name], owners=["team:crm"], tags={"cdp_kind": sync.kind})
 
-    assets = build_dbt_sync_assets(example_dbt_models, translation=translation)
+    assets = build_customerio_dbt_sync_assets(example_dbt_models, translation=translation)
     specs = {asset.key: asset.specs_by_key[asset.key] for asset in assets}
     assert set(specs) == {dg.AssetKey(["crm", name]) for name in
                           ("people", "accounts", "memberships", "devices", "suppressions", "events", "aliases")}
@@ -79,7 +79,7 @@ def test_translation_changes_every_sync_asset_spec_of_the_dbt_project() -> None:
 
 def test_a_translation_in_meta_cdp_sets_that_sync_asset_spec_after_the_python_one() -> None:
     """`meta: {cdp: {..., translation: {...}}}`: one sync's asset attributes, templated with the sync, applied after
-    `build_dbt_sync_assets(translation=...)` (as in defs.yaml)."""
+    `build_customerio_dbt_sync_assets(translation=...)` (as in defs.yaml)."""
     import copy
 
     from dagster_dbt import dbt_assets
@@ -98,7 +98,7 @@ def test_a_translation_in_meta_cdp_sets_that_sync_asset_spec_after_the_python_on
     @dbt_assets(manifest=manifest)
     def models(): ...
 
-    assets = build_dbt_sync_assets(models, translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"]))
+    assets = build_customerio_dbt_sync_assets(models, translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"]))
     specs = {asset.key: asset.specs_by_key[asset.key] for asset in assets}
     people_spec, accounts_spec = specs[dg.AssetKey("cdp_people")], specs[dg.AssetKey("cdp_accounts")]
     assert (people_spec.group_name, people_spec.owners, people_spec.tags["tier"]) == (

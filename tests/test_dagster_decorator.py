@@ -1,4 +1,4 @@
-"""`@cdp_sync_asset`: the user writes the asset's body and runs the sync through the resource.
+"""`@customerio_sync_asset`: the user writes the asset's body and runs the sync through the resource.
 
 No `from __future__ import annotations` here: Dagster reads the body's annotations (config, resources) as types.
 """
@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_cdp import CustomerIOResource, SyncRunConfig, WarehouseResource, cdp_sync_asset, sync_asset_spec
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, SyncDefinition
+from dagster_cdp import CustomerIOResource, CustomerIOSyncConfig, CustomerIOWarehouseResource, customerio_sync_asset, customerio_sync_asset_spec
+from dagster_cdp import Emulator
+from dagster_cdp import People, SyncDefinition
 from tests.warehouses import sqlite_warehouse
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="user_id"))
@@ -24,19 +24,19 @@ def warehouse_url(tmp_path: Path) -> str:
 
 def _resources(emulator: Emulator, warehouse_url: str) -> dict:
     return {"customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-            "warehouse": WarehouseResource(url=warehouse_url)}
+            "warehouse": CustomerIOWarehouseResource(url=warehouse_url)}
 
 
 def test_decorated_sync_runs_with_user_code_around_it(emulator: Emulator, warehouse_url: str) -> None:
-    """`@cdp_sync_asset`: the user's body runs work before and after the sync, which it starts through the resource."""
+    """`@customerio_sync_asset`: the user's body runs work before and after the sync, which it starts through the resource."""
     seen: list[str] = []
 
-    @cdp_sync_asset(PEOPLE, spec=sync_asset_spec(PEOPLE, group_name="crm"), max_rejected_fraction=0.1)
+    @customerio_sync_asset(PEOPLE, spec=customerio_sync_asset_spec(PEOPLE, group_name="crm"), max_rejected_fraction=0.1)
     def people_sync(
         context: dg.AssetExecutionContext,
-        config: SyncRunConfig,
+        config: CustomerIOSyncConfig,
         customerio: CustomerIOResource,
-        warehouse: WarehouseResource,
+        warehouse: CustomerIOWarehouseResource,
     ):
         seen.append(f"before: {len(emulator.snapshot()['people'])} people")
         yield from customerio.sync(context, PEOPLE, warehouse=warehouse, config=config)

@@ -10,9 +10,9 @@ import pytest
 from tests.components import load_defs_yaml as _load
 from tests.components import load_error as _load_error
 
-from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset, build_sync_job
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import Events, Suppressions, SyncDefinition
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_sync_asset, build_customerio_sync_job
+from dagster_cdp import Emulator
+from dagster_cdp import Events, Suppressions, SyncDefinition
 from tests.warehouses import sqlite_warehouse
 
 DEFS_YAML = """\
@@ -63,7 +63,7 @@ def warehouse_url(tmp_path: Path) -> str:
 
 def _resources(emulator: Emulator, warehouse_url: str) -> dict[str, dg.ConfigurableResource]:
     return {"customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-            "warehouse": WarehouseResource(url=warehouse_url)}
+            "warehouse": CustomerIOWarehouseResource(url=warehouse_url)}
 
 
 def test_every_kind_declared_in_yaml_runs_as_an_asset(emulator: Emulator, warehouse_url: str) -> None:
@@ -111,14 +111,14 @@ def test_factory_asset_and_ops_run_the_new_kinds(emulator: Emulator, warehouse_u
                                            timestamp_column="occurred_at"))
     suppressions = SyncDefinition(name="suppressions", table="suppressions",
                                   mapping=Suppressions(user_id_column="user_id"))
-    asset = build_sync_asset(events)
+    asset = build_customerio_sync_asset(events)
     dry = dg.materialize([asset], resources=_resources(emulator, warehouse_url),
                          run_config={"ops": {"cdp_events": {"config": {"dry_run": True}}}})
     [observation] = dry.get_asset_observation_events()
     assert observation.event_specific_data.asset_observation.metadata["inserted"].value == 2
     assert emulator.snapshot()["events"] == []
 
-    job = build_sync_job([events, suppressions])
+    job = build_customerio_sync_job([events, suppressions])
     result = job.execute_in_process(resources=_resources(emulator, warehouse_url))
     assert result.success
     assert result.output_for_node("cdp_sync_events").inserted == 2

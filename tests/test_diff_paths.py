@@ -16,19 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import (
-    Aliases,
-    Devices,
-    Events,
-    Objects,
-    People,
-    Relationships,
-    StateStore,
-    Suppressions,
-    SyncDefinition,
-    run_sync,
-)
+from dagster_cdp import Emulator
+from dagster_cdp import Aliases, Devices, Events, Objects, People, Relationships, StateStore, Suppressions, SyncDefinition, run_sync
 from dagster_cdp.sync.dialects import dialect_of
 from dagster_cdp.sync.report import SyncReport
 from tests.warehouses import Warehouse

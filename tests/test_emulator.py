@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 
 KEY = "test-key"
 STRICT = {"X-Strict-Mode": "1"}

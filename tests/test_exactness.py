@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import Objects, People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.database import as_engine
-from dagster_cdp.sync.errors import SchemaChangedError
+from dagster_cdp.sync.sync_errors import SchemaChangedError
 from tests.warehouses import Warehouse, execute
 
 PEOPLE = SyncDefinition(name="people", table="people", mapping=People(id_column="id"))

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, StateStore, SyncDefinition, run_sync
 from tests.test_exactness import engine_in_zone
 from tests.warehouses import KINDS as WAREHOUSE_KINDS
 from tests.warehouses import Warehouse

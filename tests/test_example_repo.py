@@ -17,7 +17,7 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.sync.database import as_engine
 from tests.warehouses import snowflake_schema
 

@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
-from dagster_cdp.sync import Events, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Events, StateStore, SyncDefinition, run_sync
 from tests.reliability import kill_after_requests
 from tests.warehouses import Warehouse
 
@@ -150,7 +150,7 @@ def test_late_events_arrive_once_through_failing_deliveries(warehouse: Warehouse
 CHILD = """
 import datetime as dt, sys
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.sync import Events, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Events, StateStore, SyncDefinition, run_sync
 warehouse_url, state_url, api_url = sys.argv[1], sys.argv[2], sys.argv[-1]
 events = SyncDefinition(
     name="events", table="events", cursor_column="occurred_at", lookback=dt.timedelta(days=1),

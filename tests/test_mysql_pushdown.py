@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import Aliases, Devices, People, Relationships, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import Aliases, Devices, People, Relationships, SyncDefinition, run_sync
 from dagster_cdp.sync.partitions import partition_of
 from dagster_cdp.sync.dialects import dialect_of
 from tests.warehouses import Warehouse

@@ -11,7 +11,7 @@ import pytest
 from customerio import analytics
 from customerio.analytics import Client
 
-from dagster_cdp.emulator import Emulator
+from dagster_cdp import Emulator
 
 KEY = "official-client-key"
 BEARER_KEY = "pk_us_official-client-key"

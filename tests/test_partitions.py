@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.dagster import CustomerIOResource, WarehouseResource, build_sync_asset
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, SourceError, SyncDefinition, run_sync
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_sync_asset
+from dagster_cdp import Emulator
+from dagster_cdp import People, SourceError, SyncDefinition, run_sync
 from dagster_cdp.sync.partitions import partition_of
 from tests.test_sync_engine import PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse
@@ -69,9 +69,9 @@ def test_dagster_partitions_materialize_one_bucket_each(tmp_path: Path, emulator
         connection.execute(sa.insert(table), rows)
     engine.dispose()
     definition = SyncDefinition(name="people", table="people", mapping=People(id_column="id"), partitions=2)
-    asset = build_sync_asset(definition)
+    asset = build_customerio_sync_asset(definition)
     resources = {"customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-                 "warehouse": WarehouseResource(url=url)}
+                 "warehouse": CustomerIOWarehouseResource(url=url)}
     assert asset.partitions_def.get_partition_keys() == ["0", "1"]
 
     for key in ("0", "1"):

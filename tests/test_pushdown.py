@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.dialects import dialect_of
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from tests.reliability import World, held, sync_all
 from tests.warehouses import Warehouse
 
@@ -36,7 +36,7 @@ CHILD = """
 import logging, sys
 import sqlalchemy as sa
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.sync import StateStore
+from dagster_cdp import StateStore
 from tests.reliability import sync_all
 
 log = logging.getLogger("dagster_cdp.sync")

@@ -30,9 +30,9 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import AuthenticationError, DeliveryError
-from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import People, StateStore, SyncDefinition, run_sync
 from tests.warehouses import Warehouse
 
 COLUMNS = {"id": sa.Integer, "plan": sa.String(20)}

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
+from dagster_cdp import Emulator
 from dagster_cdp.encoding import encode
 from dagster_cdp.packing import MAX_BODY_BYTES, MAX_CALL_BYTES, BatchPacker
-from dagster_cdp.sync import People, SyncDefinition, run_sync
+from dagster_cdp import People, SyncDefinition, run_sync
 from tests.reliability import World, held, sync_all
 from tests.warehouses import Warehouse
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_sync_asset
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import CdpError
-from dagster_cdp.sync import People, SyncDefinition, run_sync
+from dagster_cdp import People, SyncDefinition, run_sync
 from tests.warehouses import sqlite_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,8 +105,8 @@ def test_dagster_runs_leak_no_key(key: str, base_url: str, warehouse_url: str, c
 
     instance = dg.DagsterInstance.ephemeral()
     with caplog.at_level(logging.DEBUG):
-        result = dg.materialize([build_sync_asset(SYNC), uses_the_resource], instance=instance, raise_on_error=False,
-                                resources={"customerio": customerio, "warehouse": WarehouseResource(url=warehouse_url)})
+        result = dg.materialize([build_customerio_sync_asset(SYNC), uses_the_resource], instance=instance, raise_on_error=False,
+                                resources={"customerio": customerio, "warehouse": CustomerIOWarehouseResource(url=warehouse_url)})
     assert result.success == (request.node.callspec.params["base_url"] == "accepted")
     texts = [caplog.text, repr(instance.get_run_by_id(result.run_id))]
     texts += [repr(entry) for entry in instance.all_logs(result.run_id)]  # every event record of the run
@@ -120,15 +120,15 @@ def test_dagster_runs_leak_no_key(key: str, base_url: str, warehouse_url: str, c
 
 CLI_DEFS = """
 import dagster as dg
-from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset
-from dagster_cdp.sync import People, SyncDefinition
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_sync_asset
+from dagster_cdp import People, SyncDefinition
 
 defs = dg.Definitions(
-    assets=[build_sync_asset(SyncDefinition(name="people", table="people", mapping=People(id_column="id")))],
+    assets=[build_customerio_sync_asset(SyncDefinition(name="people", table="people", mapping=People(id_column="id")))],
     resources={
         "customerio": CustomerIOResource(api_key=dg.EnvVar("CDP_API_KEY"), base_url=dg.EnvVar("CDP_BASE_URL"),
                                          max_retry_seconds=2),
-        "warehouse": WarehouseResource(url=dg.EnvVar("WAREHOUSE_URL")),
+        "warehouse": CustomerIOWarehouseResource(url=dg.EnvVar("WAREHOUSE_URL")),
     },
 )
 """

@@ -11,9 +11,9 @@ import random
 import pytest
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
-from dagster_cdp.sync import SyncDefinition, run_sync
+from dagster_cdp import SyncDefinition, run_sync
 from tests.reliability import SYNCS, World, held
 from tests.warehouses import Warehouse
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.dialects import dialect_of
 from dagster_cdp.sync.locks import ClaimLease, lease_table
 from dagster_cdp.sync.partitions import partition_of

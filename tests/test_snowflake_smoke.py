@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, StateStore, SyncDefinition, run_sync
 from tests.test_sync_engine import PEOPLE_COLUMNS, expected_people, people_rows
 from tests.warehouses import Warehouse
 

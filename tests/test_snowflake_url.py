@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.sync import SourceError
+from dagster_cdp import SourceError
 from dagster_cdp.sync.database import as_engine
 
 

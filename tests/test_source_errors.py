@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp import CustomerIOResource, WarehouseResource, build_sync_asset
+from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_sync_asset
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, SourceError, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, SourceError, SyncDefinition, run_sync
 from tests.warehouses import Warehouse, sqlite_warehouse
 
 COLUMNS = {"id": sa.String(10), "plan": sa.String(10)}
@@ -100,9 +100,9 @@ def test_a_base_url_without_http_fails_when_the_client_or_resource_is_built(base
     ("postgresql+psycopg://ada:s3cret@127.0.0.1:1/shop", "cannot connect to postgresql+psycopg://ada:***@127.0.0.1:1/shop"),
 ])
 def test_the_warehouse_resource_reports_the_cause(url: str, expected: str, emulator: Emulator, tmp_path: Path) -> None:
-    asset = build_sync_asset(people(table="people"))
+    asset = build_customerio_sync_asset(people(table="people"))
     resources = {"customerio": CustomerIOResource(api_key="test-key", base_url=emulator.url),
-                 "warehouse": WarehouseResource(url=url, state_url=sqlite_warehouse(tmp_path))}
+                 "warehouse": CustomerIOWarehouseResource(url=url, state_url=sqlite_warehouse(tmp_path))}
     result = dg.materialize([asset], resources=resources, raise_on_error=False)
     [failure] = [event for event in result.all_events if event.is_step_failure]
     error = failure.step_failure_data.error.cause

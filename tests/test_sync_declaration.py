@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from dagster_cdp.sync import Events, Objects, People, SourceError
+from dagster_cdp import Events, Objects, People, SourceError
 
 
 def test_a_mapping_takes_its_python_names_or_its_declared_ones() -> None:
@@ -24,7 +24,7 @@ def test_bad_values_in_python_raise_source_error() -> None:
 
 
 def test_declared_syncs_and_mappings_pickle() -> None:
-    from dagster_cdp.dagster.definition import parse_sync
+    from dagster_cdp.dagster.declared_syncs import parse_sync
 
     declared = parse_sync({"kind": "objects", "name": "accounts", "table": "accounts", "id": "id", "object_type": 2})
     assert pickle.loads(pickle.dumps(declared)) == declared

@@ -8,18 +8,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import (
-    MappingChangedError,
-    Objects,
-    People,
-    Relationships,
-    SourceError,
-    StateStore,
-    SyncAbortedError,
-    SyncDefinition,
-    run_sync,
-)
+from dagster_cdp import Emulator
+from dagster_cdp import MappingChangedError, Objects, People, Relationships, SourceError, StateStore, SyncAbortedError, SyncDefinition, run_sync
 from tests.warehouses import Warehouse
 
 PEOPLE_COLUMNS = {"id": sa.Integer, "email": sa.String(100), "plan": sa.String(20), "seats": sa.Integer}

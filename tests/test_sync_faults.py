@@ -10,9 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
-from dagster_cdp.sync import People, SyncDefinition, run_sync
+from dagster_cdp import People, SyncDefinition, run_sync
 from tests.reliability import kill_after_requests
 from tests.warehouses import Warehouse
 
@@ -62,7 +62,7 @@ def test_flaky_api_loses_nothing(warehouse: Warehouse, emulator: Emulator) -> No
 CHILD = """
 import sys
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.sync import People, SyncDefinition, run_sync
+from dagster_cdp import People, SyncDefinition, run_sync
 warehouse_url, api_url = sys.argv[1:]
 with PipelinesClient("test-key", base_url=api_url) as client:
     run_sync(SyncDefinition(name="people", table="people", mapping=People(id_column="id")),

@@ -3,19 +3,7 @@ existing syncs fail with "mapping changed"."""
 
 import pytest
 
-from dagster_cdp.sync import (
-    Aliases,
-    DeliveryReports,
-    Devices,
-    Events,
-    Objects,
-    Pages,
-    People,
-    Relationships,
-    Screens,
-    Suppressions,
-    SyncDefinition,
-)
+from dagster_cdp import Aliases, DeliveryReports, Devices, Events, Objects, Pages, People, Relationships, Screens, Suppressions, SyncDefinition
 
 CASES = {
     "people": (People(id_column="user_id", email_column="email", traits=["plan", "seats"], active=True), {}),
@@ -152,7 +140,7 @@ def test_fingerprint_fields_are_pinned(name):
 
 
 def test_a_declared_sync_has_the_same_fingerprint_as_one_built_in_python():
-    from dagster_cdp.dagster.definition import parse_sync
+    from dagster_cdp.dagster.declared_syncs import parse_sync
 
     declared = parse_sync(
         {

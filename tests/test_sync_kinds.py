@@ -12,23 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import DeliveryError
-from dagster_cdp.sync import (
-    Aliases,
-    DeliveryReports,
-    Devices,
-    Events,
-    MappingChangedError,
-    Pages,
-    People,
-    Screens,
-    SourceError,
-    StateStore,
-    Suppressions,
-    SyncDefinition,
-    run_sync,
-)
+from dagster_cdp import Aliases, DeliveryReports, Devices, Events, MappingChangedError, Pages, People, Screens, SourceError, StateStore, Suppressions, SyncDefinition, run_sync
 from dagster_cdp.sync.cursor import CursorMark, Tally, next_mark
 from dagster_cdp.sync.source import trimmed_query
 from tests.reliability import kill_after_requests
@@ -192,7 +178,7 @@ def test_event_delivery_failing_midway_leaves_no_gap_and_no_repeat(warehouse: Wa
 CHILD = """
 import datetime as dt, sys
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.sync import Events, SyncDefinition, run_sync
+from dagster_cdp import Events, SyncDefinition, run_sync
 warehouse_url, api_url = sys.argv[1:]
 events = SyncDefinition(
     name="events", table="events", cursor_column="occurred_at", lookback=dt.timedelta(hours=1),

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.dagster.definition import parse_sync
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, StateStore, SyncDefinition, SyncLockedError, SyncReport, run_sync
+from dagster_cdp.dagster.declared_syncs import parse_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, StateStore, SyncDefinition, SyncLockedError, SyncReport, run_sync
 from dagster_cdp.sync.locks import ClaimLease, Lease, lease_table
 from tests.polling import until
 from tests.test_sync_engine import PEOPLE_COLUMNS, people_rows
@@ -142,7 +142,7 @@ def _waits_then_runs(run: Future[SyncReport], waiting: _Signal, release: Callabl
 
 HOLDER = """
 import sys
-from dagster_cdp.sync import StateStore
+from dagster_cdp import StateStore
 
 store = StateStore(sys.argv[1])
 with store.lock("people", timeout=0):

@@ -7,8 +7,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, SyncDefinition, run_sync
 
 
 def memory_limit(engine: sa.Engine) -> str:

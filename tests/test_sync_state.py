@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import Objects, People, StateStore, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import Objects, People, StateStore, SyncDefinition, run_sync
 from dagster_cdp.sync.state import KeyState
 from tests.warehouses import Warehouse
 

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from snowflake.sqlalchemy import VARIANT
 
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.emulator import Emulator
-from dagster_cdp.sync import People, SyncDefinition, run_sync
+from dagster_cdp import Emulator
+from dagster_cdp import People, SyncDefinition, run_sync
 from dagster_cdp.sync.mapping import RowMapper
 from tests.warehouses import Warehouse
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from dagster_cdp.emulator import Emulator, FaultConfig
+from dagster_cdp import Emulator, FaultConfig
 from tests.ui_harness import CHROMIUM, REPO_ROOT, DagsterDev, build_example_warehouse, chromium, dagster_dev
 
 pytestmark = [

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dagster_cdp.sync import StateStore
+from dagster_cdp import StateStore
 from dagster_cdp.sync.database import as_engine
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -1,4 +1,4 @@
-"""Sync assets: one asset per sync, for code-first users (`build_sync_assets`) and for the component."""
+"""Sync assets: one asset per sync, for code-first users (`build_customerio_sync_assets`) and for the component."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
@@ -6,16 +6,16 @@ from typing import Any, TypedDict, Unpack
 
 import dagster as dg
 
+from dagster_cdp.dagster.asset_partitions import sync_partitions_def
 from dagster_cdp.dagster.checks import rejection_check_spec
-from dagster_cdp.dagster.definition import check_names
-from dagster_cdp.dagster.execution import SyncRunConfig, sync_pool
-from dagster_cdp.dagster.partitions import sync_partitions_def
+from dagster_cdp.dagster.declared_syncs import check_names
+from dagster_cdp.dagster.execution import CustomerIOSyncConfig, sync_pool
 from dagster_cdp.dagster.resource import CustomerIOResource
-from dagster_cdp.dagster.warehouse import WarehouseResource
-from dagster_cdp.sync import SyncDefinition
+from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource
+from dagster_cdp.sync.definition import SyncDefinition
 
 
-def sync_asset_spec(
+def customerio_sync_asset_spec(
     definition: SyncDefinition,
     *,
     key: str | dg.AssetKey | None = None,
@@ -45,7 +45,7 @@ def sync_asset_spec(
     )
 
 
-def cdp_sync_asset(
+def customerio_sync_asset(
     definition: SyncDefinition,
     *,
     spec: dg.AssetSpec | None = None,
@@ -53,7 +53,7 @@ def cdp_sync_asset(
     required_resource_keys: AbstractSet[str] = frozenset(),
 ) -> Callable[[Callable[..., Iterator[Any]]], dg.AssetsDefinition]:
     """Decorates a function whose body runs the sync, so work can be added before and after it (as
-    `@dlt_assets` and `@sling_assets` do). The asset gets the sync's spec (default `sync_asset_spec`), its
+    `@dlt_assets` and `@sling_assets` do). The asset gets the sync's spec (default `customerio_sync_asset_spec`), its
     rejection check, its concurrency pool and partitions; the body asks for the resources and config it needs
     by parameter (or `required_resource_keys`, read from `context.resources`) and yields what
     `CustomerIOResource.sync` yields.
@@ -62,18 +62,18 @@ def cdp_sync_asset(
 
         people = SyncDefinition(name="people", table="analytics.people", mapping=People(id_column="user_id"))
 
-        @cdp_sync_asset(people)
+        @customerio_sync_asset(people)
         def people_sync(
             context: dg.AssetExecutionContext,
-            config: SyncRunConfig,
+            config: CustomerIOSyncConfig,
             customerio: CustomerIOResource,
-            warehouse: WarehouseResource,
+            warehouse: CustomerIOWarehouseResource,
         ):
             context.log.info("before the sync")
             yield from customerio.sync(context, people, warehouse=warehouse, config=config)
             context.log.info("after it")
     """
-    spec = spec or sync_asset_spec(definition)
+    spec = spec or customerio_sync_asset_spec(definition)
 
     def decorate(body: Callable[..., Iterator[Any]]) -> dg.AssetsDefinition:
         return dg.multi_asset(
@@ -88,28 +88,28 @@ def cdp_sync_asset(
     return decorate
 
 
-def build_sync_asset(
+def build_customerio_sync_asset(
     definition: SyncDefinition, *, spec: dg.AssetSpec | None = None, max_rejected_fraction: float = 0.0
 ) -> dg.AssetsDefinition:
     """One sync asset. It needs the resources `customerio` (CustomerIOResource) and `warehouse`
-    (WarehouseResource).
+    (CustomerIOWarehouseResource).
 
     .. code-block:: python
 
         people = SyncDefinition(name="people", table="analytics.people", mapping=People(id_column="user_id"))
         defs = dg.Definitions(
-            assets=[build_sync_asset(people, spec=sync_asset_spec(people, deps=["people"]))],
+            assets=[build_customerio_sync_asset(people, spec=customerio_sync_asset_spec(people, deps=["people"]))],
             resources={"customerio": CustomerIOResource(api_key=dg.EnvVar("CDP_API_KEY")),
-                       "warehouse": WarehouseResource(url=dg.EnvVar("WAREHOUSE_URL"))},
+                       "warehouse": CustomerIOWarehouseResource(url=dg.EnvVar("WAREHOUSE_URL"))},
         )
     """
 
-    @cdp_sync_asset(definition, spec=spec, max_rejected_fraction=max_rejected_fraction)
+    @customerio_sync_asset(definition, spec=spec, max_rejected_fraction=max_rejected_fraction)
     def _sync(
         context: dg.AssetExecutionContext,
-        config: SyncRunConfig,
+        config: CustomerIOSyncConfig,
         customerio: CustomerIOResource,
-        warehouse: WarehouseResource,
+        warehouse: CustomerIOWarehouseResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
         yield from customerio.sync(context, definition, warehouse=warehouse, config=config)
 
@@ -117,7 +117,7 @@ def build_sync_asset(
 
 
 class SpecOptions(TypedDict, total=False):
-    """The options of `sync_asset_spec` besides the definition."""
+    """The options of `customerio_sync_asset_spec` besides the definition."""
 
     key: str | dg.AssetKey | None
     deps: Iterable[str | dg.AssetKey | dg.AssetSpec | dg.AssetsDefinition]
@@ -126,17 +126,17 @@ class SpecOptions(TypedDict, total=False):
     automation_condition: dg.AutomationCondition | None
 
 
-def build_sync_assets(
+def build_customerio_sync_assets(
     definitions: Sequence[SyncDefinition],
     *,
     translation: Callable[[dg.AssetSpec, SyncDefinition], dg.AssetSpec] | None = None,
     **spec_options: Unpack[SpecOptions],
 ) -> list[dg.AssetsDefinition]:
-    """One asset per sync, each with `sync_asset_spec(definition, **spec_options)`, then `translation`
-    (the spec and the sync in, the spec out, as the component's and `build_dbt_sync_assets`'
+    """One asset per sync, each with `customerio_sync_asset_spec(definition, **spec_options)`, then `translation`
+    (the spec and the sync in, the spec out, as the component's and `build_customerio_dbt_sync_assets`'
     translations), e.g. ``translation=lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``."""
     check_names(definitions)
-    specs = [sync_asset_spec(d, **spec_options) for d in definitions]
+    specs = [customerio_sync_asset_spec(d, **spec_options) for d in definitions]
     if translation:
         specs = [translation(spec, d) for spec, d in zip(specs, definitions, strict=True)]
-    return [build_sync_asset(d, spec=spec) for d, spec in zip(definitions, specs, strict=True)]
+    return [build_customerio_sync_asset(d, spec=spec) for d, spec in zip(definitions, specs, strict=True)]

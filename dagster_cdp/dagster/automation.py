@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 
-def sync_automation_condition() -> dg.AutomationCondition:
+def customerio_sync_automation_condition() -> dg.AutomationCondition:
     """Runs a sync after any upstream asset updates, once they are all done; never on its own first appearance."""
     return (
         dg.AutomationCondition.any_deps_updated().since_last_handled()
@@ -15,7 +15,7 @@ def sync_automation_condition() -> dg.AutomationCondition:
     ).with_label("after upstream updates")
 
 
-def build_sync_schedule(
+def build_customerio_sync_schedule(
     *,
     name: str = "cdp_syncs_schedule",
     cron_schedule: str = "0 * * * *",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_cdp.sync import SyncReport
+from dagster_cdp.sync.report import SyncReport
 
 REJECTION_CHECK_NAME = "rejected_rows"
 

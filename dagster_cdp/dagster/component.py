@@ -16,7 +16,7 @@
           deps: [people]
 
 `customerio` and `warehouse` configure the resources here; left out, the assets need the Dagster
-resources `customerio` (CustomerIOResource) and `warehouse` (WarehouseResource) given in Python, which
+resources `customerio` (CustomerIOResource) and `warehouse` (CustomerIOWarehouseResource) given in Python, which
 also win when both are present (see `component_resources`). Its JSON schema lists each kind's fields (for
 editors and `dg check yaml`); `dg scaffold defs` writes a commented starting defs.yaml.
 Subclass and override `get_asset_spec` or `execute` to change how syncs look or run.
@@ -30,21 +30,21 @@ from dagster.components.resolved.errors import ResolutionException
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
-from dagster_cdp.dagster.assets import cdp_sync_asset, sync_asset_spec
+from dagster_cdp.dagster.assets import customerio_sync_asset, customerio_sync_asset_spec
 from dagster_cdp.dagster.component_resources import resource_resolver, run_resource
 from dagster_cdp.dagster.component_scaffold import CustomerIOSyncScaffolder
-from dagster_cdp.dagster.definition import (
+from dagster_cdp.dagster.declared_syncs import (
     InvalidSyncError,
     SyncModel,
     declarations_json_schema,
     name_clash,
     parse_sync,
 )
-from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_step
+from dagster_cdp.dagster.execution import CustomerIOSyncConfig, execute_sync, sync_step
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.translation import translated_spec
-from dagster_cdp.dagster.warehouse import WarehouseResource, warehouse_kind
-from dagster_cdp.sync import SyncReport
+from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource, warehouse_kind
+from dagster_cdp.sync.report import SyncReport
 
 
 def _resolve_syncs(context: dg.ResolutionContext, value: Any) -> list[SyncModel]:
@@ -104,7 +104,9 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         ),
     ] = Field(json_schema_extra=_publish_declarations)
     customerio: Annotated[CustomerIOResource | None, resource_resolver("customerio", CustomerIOResource)] = None
-    warehouse: Annotated[WarehouseResource | None, resource_resolver("warehouse", WarehouseResource)] = None
+    warehouse: Annotated[
+        CustomerIOWarehouseResource | None, resource_resolver("warehouse", CustomerIOWarehouseResource)
+    ] = None
     group_name: str = Field("customerio", description="Asset group of the sync assets.")
     warehouse_kind: str | None = Field(
         None, description="Kind tag for the warehouse, e.g. postgres, snowflake, duckdb; default: `warehouse.url`'s."
@@ -119,7 +121,7 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     def get_asset_spec(self, sync: SyncModel) -> dg.AssetSpec:
         """The asset spec of one sync, with the component's `translation`, then the sync's own, applied; override to
         change it in Python."""
-        spec = sync_asset_spec(
+        spec = customerio_sync_asset_spec(
             sync.to_definition(),
             key=sync.asset_key,
             deps=[dg.AssetKey.from_user_string(dep) for dep in sync.deps],
@@ -132,9 +134,9 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         self,
         context: dg.AssetExecutionContext,
         sync: SyncModel,
-        config: SyncRunConfig,
+        config: CustomerIOSyncConfig,
         customerio: CustomerIOResource,
-        warehouse: WarehouseResource,
+        warehouse: CustomerIOWarehouseResource,
     ) -> SyncReport:
         """Runs one sync; override to add work around it."""
         return execute_sync(context, sync.to_definition(), customerio=customerio, warehouse=warehouse, config=config)
@@ -146,17 +148,17 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         definition = sync.to_definition()
         python_resources = {key for key in ("customerio", "warehouse") if getattr(self, key) is None}
 
-        @cdp_sync_asset(
+        @customerio_sync_asset(
             definition,
             spec=self.get_asset_spec(sync),
             max_rejected_fraction=sync.max_rejected_fraction,
             required_resource_keys=python_resources,
         )
         def _sync(
-            context: dg.AssetExecutionContext, config: SyncRunConfig
+            context: dg.AssetExecutionContext, config: CustomerIOSyncConfig
         ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
             customerio = run_resource(context, "customerio", self.customerio, CustomerIOResource)
-            warehouse = run_resource(context, "warehouse", self.warehouse, WarehouseResource)
+            warehouse = run_resource(context, "warehouse", self.warehouse, CustomerIOWarehouseResource)
             yield from sync_step(context, lambda: self.execute(context, sync, config, customerio, warehouse))
 
         return _sync

@@ -20,9 +20,9 @@ import dagster as dg
 from dagster_dbt import get_asset_key_for_model
 from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
-from dagster_cdp.dagster.assets import build_sync_asset, sync_asset_spec
-from dagster_cdp.dagster.automation import sync_automation_condition
-from dagster_cdp.dagster.definition import InvalidSyncError, SyncModel, name_clash, parse_sync
+from dagster_cdp.dagster.assets import build_customerio_sync_asset, customerio_sync_asset_spec
+from dagster_cdp.dagster.automation import customerio_sync_automation_condition
+from dagster_cdp.dagster.declared_syncs import InvalidSyncError, SyncModel, name_clash, parse_sync
 from dagster_cdp.dagster.translation import translated_spec
 
 
@@ -57,17 +57,17 @@ def _parse(node: dict[str, Any], index: int | None, raw: Any) -> SyncModel:
         raise InvalidSyncError([((*where, *path), message) for path, message in e.problems]) from None
 
 
-def build_dbt_sync_assets(
+def build_customerio_dbt_sync_assets(
     dbt_assets: dg.AssetsDefinition,
     *,
     group_name: str = "customerio",
     warehouse_kind: str | None = None,
-    automation_condition: dg.AutomationCondition | None = sync_automation_condition(),  # noqa: B008  (immutable: one shared value is safe)
+    automation_condition: dg.AutomationCondition | None = customerio_sync_automation_condition(),  # noqa: B008  (immutable: one shared value is safe)
     translation: Callable[[dg.AssetSpec, SyncModel], dg.AssetSpec] | None = None,
 ) -> list[dg.AssetsDefinition]:
     """A sync asset for every `meta.cdp` in the project behind `dbt_assets`, downstream of its model.
 
-    By default each runs after its model updates (`sync_automation_condition()`); pass None to turn that off.
+    By default each runs after its model updates (`customerio_sync_automation_condition()`); pass None to turn that off.
     `translation` changes each sync's asset spec as the component's `translation` block does (it gets the spec
     and the declared sync), e.g. ``lambda spec, sync: spec.replace_attributes(owners=["team:crm"])``; a sync's
     own `translation` in `meta.cdp` applies after it.
@@ -76,7 +76,7 @@ def build_dbt_sync_assets(
     assets = []
     for model, sync in dbt_declared_syncs(dict(manifest)):
         definition = sync.to_definition()
-        spec = sync_asset_spec(
+        spec = customerio_sync_asset_spec(
             definition,
             key=sync.asset_key,
             deps=[get_asset_key_for_model([dbt_assets], model), *map(dg.AssetKey.from_user_string, sync.deps)],
@@ -85,7 +85,9 @@ def build_dbt_sync_assets(
             automation_condition=automation_condition,
         )
         spec = translated_spec(translation(spec, sync) if translation else spec, sync)
-        assets.append(build_sync_asset(definition, spec=spec, max_rejected_fraction=sync.max_rejected_fraction))
+        assets.append(
+            build_customerio_sync_asset(definition, spec=spec, max_rejected_fraction=sync.max_rejected_fraction)
+        )
     return assets
 
 

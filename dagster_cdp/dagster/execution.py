@@ -7,23 +7,18 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 from pydantic import Field
 
+from dagster_cdp.dagster.asset_partitions import partition_run
 from dagster_cdp.dagster.checks import REJECTION_CHECK_NAME, rejection_check_result
 from dagster_cdp.dagster.metadata import sync_report_metadata
-from dagster_cdp.dagster.partitions import partition_run
 from dagster_cdp.dagster.resource import CustomerIOResource
-from dagster_cdp.dagster.warehouse import WarehouseResource
-from dagster_cdp.sync import (
-    MappingChangedError,
-    SchemaChangedError,
-    SyncAbortedError,
-    SyncDefinition,
-    SyncLockedError,
-    SyncReport,
-    run_sync,
-)
+from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource
+from dagster_cdp.sync.definition import SyncDefinition
+from dagster_cdp.sync.engine import run_sync
+from dagster_cdp.sync.report import SyncReport
+from dagster_cdp.sync.sync_errors import MappingChangedError, SchemaChangedError, SyncAbortedError, SyncLockedError
 
 
-class SyncRunConfig(dg.Config):
+class CustomerIOSyncConfig(dg.Config):
     """Run config of a sync asset or op (Launchpad: `ops: {<op name>: {config: {dry_run: true}}}`)."""
 
     dry_run: bool = Field(False, description="Plan only: report what would be sent; send nothing, write no state.")
@@ -44,8 +39,8 @@ def execute_sync(
     definition: SyncDefinition,
     *,
     customerio: CustomerIOResource,
-    warehouse: WarehouseResource,
-    config: SyncRunConfig,
+    warehouse: CustomerIOWarehouseResource,
+    config: CustomerIOSyncConfig,
 ) -> SyncReport:
     """Runs the sync; a guard, mapping change or held lock becomes a Failure saying what to change."""
     definition, customerio = partition_run(context, definition, customerio)

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_cdp.sync import SyncReport
+from dagster_cdp.sync.report import SyncReport
 
 REJECTION_SAMPLE_ROWS = 20
 

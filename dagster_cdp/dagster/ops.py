@@ -5,15 +5,16 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dagster_cdp.dagster.definition import check_names
-from dagster_cdp.dagster.execution import SyncRunConfig, execute_sync, sync_pool
+from dagster_cdp.dagster.declared_syncs import check_names
+from dagster_cdp.dagster.execution import CustomerIOSyncConfig, execute_sync, sync_pool
 from dagster_cdp.dagster.metadata import sync_report_metadata
 from dagster_cdp.dagster.resource import CustomerIOResource
-from dagster_cdp.dagster.warehouse import WarehouseResource
-from dagster_cdp.sync import SyncDefinition, SyncReport
+from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource
+from dagster_cdp.sync.definition import SyncDefinition
+from dagster_cdp.sync.report import SyncReport
 
 
-def build_sync_op(definition: SyncDefinition, *, name: str | None = None) -> dg.OpDefinition:
+def build_customerio_sync_op(definition: SyncDefinition, *, name: str | None = None) -> dg.OpDefinition:
     """An op running one sync (resources `customerio` and `warehouse`); its output is the SyncReport."""
 
     @dg.op(
@@ -24,9 +25,9 @@ def build_sync_op(definition: SyncDefinition, *, name: str | None = None) -> dg.
     )
     def _sync(
         context: dg.OpExecutionContext,
-        config: SyncRunConfig,
+        config: CustomerIOSyncConfig,
         customerio: CustomerIOResource,
-        warehouse: WarehouseResource,
+        warehouse: CustomerIOWarehouseResource,
     ) -> dg.Output:
         report = execute_sync(context, definition, customerio=customerio, warehouse=warehouse, config=config)
         return dg.Output(report, metadata=sync_report_metadata(report))
@@ -34,13 +35,13 @@ def build_sync_op(definition: SyncDefinition, *, name: str | None = None) -> dg.
     return _sync
 
 
-def build_sync_job(
+def build_customerio_sync_job(
     definitions: Sequence[SyncDefinition], *, name: str = "cdp_sync_job", description: str | None = None
 ) -> dg.JobDefinition:
     """A job running the given syncs, independent of each other."""
     check_names(definitions)
     return dg.GraphDefinition(
         name=name,
-        node_defs=[build_sync_op(definition) for definition in definitions],
+        node_defs=[build_customerio_sync_op(definition) for definition in definitions],
         description=description or "Sends what changed in the warehouse to Customer.io.",
     ).to_job()

@@ -11,9 +11,9 @@ from pydantic import Field, field_validator
 from dagster_cdp.client import PipelinesClient, Region, check_base_url
 
 if TYPE_CHECKING:
-    from dagster_cdp.dagster.execution import SyncRunConfig
-    from dagster_cdp.dagster.warehouse import WarehouseResource
-    from dagster_cdp.sync import SyncDefinition
+    from dagster_cdp.dagster.execution import CustomerIOSyncConfig
+    from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource
+    from dagster_cdp.sync.definition import SyncDefinition
 
 
 class CustomerIOResource(dg.ConfigurableResource):
@@ -63,10 +63,10 @@ class CustomerIOResource(dg.ConfigurableResource):
         context: dg.AssetExecutionContext,
         definition: SyncDefinition,
         *,
-        warehouse: WarehouseResource,
-        config: SyncRunConfig,
+        warehouse: CustomerIOWarehouseResource,
+        config: CustomerIOSyncConfig,
     ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
-        """Runs `definition` inside a `cdp_sync_asset` body and yields its materialization (or, for a dry run, an
+        """Runs `definition` inside a `customerio_sync_asset` body and yields its materialization (or, for a dry run, an
         observation) with the rejection check. `config` is the step's run config (dry run, full resync, force).
 
         .. code-block:: python

@@ -7,7 +7,7 @@ from dagster.components.resolved.context import ResolutionContext
 from dagster.components.resolved.core_models import AssetAttributesModel
 from dagster.components.utils.translation import TranslatorResolvingInfo
 
-from dagster_cdp.dagster.definition import SyncModel
+from dagster_cdp.dagster.declared_syncs import SyncModel
 
 
 def translated_spec(spec: dg.AssetSpec, sync: SyncModel) -> dg.AssetSpec:

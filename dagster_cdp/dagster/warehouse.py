@@ -1,4 +1,4 @@
-"""`WarehouseResource`: the SQL warehouse syncs read from, and where their state is kept."""
+"""`CustomerIOWarehouseResource`: the SQL warehouse syncs read from, and where their state is kept."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from dagster_cdp.sync import StateStore
 from dagster_cdp.sync.database import as_engine
+from dagster_cdp.sync.state import StateStore
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class CustomerIOWarehouseResource(dg.ConfigurableResource):
     """A SQLAlchemy URL (any dialect installed: DuckDB, PostgreSQL, Snowflake, ...). Use dg.EnvVar when it holds a password.
 
     Sync state goes into the warehouse itself unless `state_url` names another database (for read-only warehouses).

@@ -2,8 +2,3 @@
 
 Imports nothing from Dagster, so `dagster-cdp emulator` starts fast and anywhere.
 """
-
-from dagster_cdp.emulator.faults import FaultConfig
-from dagster_cdp.emulator.server import Emulator
-
-__all__ = ["Emulator", "FaultConfig"]

@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 
 from dagster_cdp.emulator.faults import Fault, FaultConfig, FaultInjector
-from dagster_cdp.emulator.state import Workspace
 from dagster_cdp.emulator.validation import call_error
+from dagster_cdp.emulator.workspace import Workspace
 from dagster_cdp.encoding import dumps, exact_loads
 
 MAX_CALL_BYTES = 32_000

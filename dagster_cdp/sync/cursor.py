@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.sync_errors import SourceError
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)

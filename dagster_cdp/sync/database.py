@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.sync_errors import SourceError
 
 # backend -> (extra of dagster-cdp installing its driver, the URL scheme that driver takes)
 _EXTRAS = {

@@ -12,7 +12,7 @@ import orjson
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.sync_errors import SourceError
 from dagster_cdp.sync.values import BadValueError
 
 Part = Callable[[str], "str | None"]  # a column's value as an identifier string; None for NULL or empty

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from dagster_cdp.sync.declaration import CallMapping
 from dagster_cdp.sync.entities import Objects, People, Relationships
-from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.kinds import Aliases, DeliveryReports, Devices, Events, Pages, Screens, Suppressions
+from dagster_cdp.sync.sync_errors import SourceError
 
 # Every kind of sync, by the name it is declared with: adding a kind is one class and one entry here.
 KINDS: dict[str, type[CallMapping]] = {

@@ -21,7 +21,6 @@ from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
-from dagster_cdp.sync.errors import MappingChangedError, SourceError, SyncAbortedError
 from dagster_cdp.sync.locks import database_turns
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
 from dagster_cdp.sync.partitions import partition_name, partition_of
@@ -31,10 +30,11 @@ from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
 from dagster_cdp.sync.source import CHUNK_ROWS, CursorRead, describe_source, read_source, tally_below
 from dagster_cdp.sync.state import KeyState, StateStore
+from dagster_cdp.sync.sync_errors import MappingChangedError, SourceError, SyncAbortedError
 
 if TYPE_CHECKING:
     from dagster_cdp.client import PipelinesClient
-    from dagster_cdp.report import BatchResult
+    from dagster_cdp.delivery_report import BatchResult
 
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c7a4e-2d1b-5c8e-9a3f-6b7d8e9f0a1b")
 SAMPLES_PER_OPERATION = 10

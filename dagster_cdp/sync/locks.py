@@ -25,7 +25,7 @@ import filelock
 import sqlalchemy as sa
 
 from dagster_cdp.sync.database import unreachable
-from dagster_cdp.sync.errors import SyncLockedError
+from dagster_cdp.sync.sync_errors import SyncLockedError
 
 _POLL_SECONDS = 0.2
 LEASE_SECONDS = 60.0  # a lease not renewed for this long (its holder died) may be taken over; CDP_LEASE_SECONDS sets it

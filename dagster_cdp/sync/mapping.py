@@ -12,7 +12,7 @@ from dagster_cdp.packing import MAX_CALL_BYTES
 from dagster_cdp.sync.cursor import encode
 from dagster_cdp.sync.declaration import Key, MissingKeyError
 from dagster_cdp.sync.definition import SyncDefinition
-from dagster_cdp.sync.errors import SourceError
+from dagster_cdp.sync.sync_errors import SourceError
 from dagster_cdp.sync.values import BadValueError, Unreadable, to_json_value, to_key_part
 
 _MESSAGE_ID_FIELD = len(b',"messageId":""') + 36  # every messageId we send is a 36-character uuid

@@ -29,13 +29,13 @@ import sqlalchemy as sa
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
-from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.mapping import Key, MappedRow, RowMapper, ValueColumns, hash_hex, key_of, mapping_columns
 from dagster_cdp.sync.partitions import partition_sql
 from dagster_cdp.sync.reading import SourceShape, execute
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.source import source_sql
 from dagster_cdp.sync.state import STATE_FIELDS, StateStore, state_field_types
+from dagster_cdp.sync.sync_errors import SourceError
 from dagster_cdp.sync.values import to_key_part
 
 FETCH_ROWS = 10_000

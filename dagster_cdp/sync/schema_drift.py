@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dagster_cdp.sync.definition import SyncDefinition
-from dagster_cdp.sync.errors import SchemaChangedError
 from dagster_cdp.sync.mapping import ValueColumns, value_columns
+from dagster_cdp.sync.sync_errors import SchemaChangedError
 
 
 def resolve_columns(

@@ -14,8 +14,8 @@ from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import driver_reason
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
-from dagster_cdp.sync.errors import SourceError
 from dagster_cdp.sync.reading import SourceShape, execute
+from dagster_cdp.sync.sync_errors import SourceError
 
 CHUNK_ROWS = 10_000
 # Strings, quoted names, comments, and runs of anything else: enough to find where a query's last statement ends.

@@ -12,7 +12,7 @@ import dataclasses
 import dagster as dg
 
 from dagster_cdp.dagster.resource import CustomerIOResource
-from dagster_cdp.sync import SyncDefinition
+from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.partitions import rate_limit_share
 
 

@@ -16,9 +16,8 @@ from dagster.components.resolved.core_models import AssetAttributesModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dagster_cdp.errors import CdpError
-from dagster_cdp.sync import SyncDefinition
 from dagster_cdp.sync.declaration import CallMapping
-from dagster_cdp.sync.definition import KINDS
+from dagster_cdp.sync.definition import KINDS, SyncDefinition
 
 
 class InvalidSyncError(CdpError, ValueError):
