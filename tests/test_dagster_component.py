@@ -99,6 +99,10 @@ def test_malformed_yaml_points_at_the_bad_line() -> None:
         ("      table: people\n", "", 5, "needs exactly one of `table` or `query`"),
         ("      id: user_id\n", "      id: user_id\n      on_schema_change: sometimes\n", 9,
          "'fail', 'append_new_columns' or 'sync_all_columns'"),
+        # the engine's own checks of a sync, located like the model's
+        ("      id: user_id\n", "      email: email\n", 5, "people identified only by email cannot be deleted"),
+        ("      id: account_id\n", "      id: account_id\n      max_row_attempts: 0\n", 10,
+         "max_row_attempts must be at least 1"),
     ],
 )
 def test_each_kind_of_yaml_mistake_is_located(replace: str, by: str, line: int, message: str) -> None:

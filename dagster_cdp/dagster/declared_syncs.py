@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dagster_cdp.errors import CdpError
 from dagster_cdp.sync.declaration import CallMapping
 from dagster_cdp.sync.definition import KINDS, SyncDefinition
+from dagster_cdp.sync.sync_errors import SourceError
 
 
 class InvalidSyncError(CdpError, ValueError):
@@ -81,18 +82,20 @@ class SyncModel(BaseModel):
 
     @model_validator(mode="after")
     def _valid(self) -> SyncModel:
-        if (self.table is None) == (self.query is None):
-            raise ValueError(f"sync {self.name!r} needs exactly one of `table` or `query`")
-        for fraction in ("max_delete_fraction", "max_rejected_fraction"):
-            if not 0 <= getattr(self, fraction) <= 1:
-                raise ValueError(f"{fraction} must be between 0 and 1, got {getattr(self, fraction)}")
-        if self.max_row_attempts < 1:
-            raise ValueError(f"max_row_attempts must be at least 1, got {self.max_row_attempts}")
-        if self.partitions < 1:
-            raise ValueError(f"partitions must be at least 1, got {self.partitions}")
-        if self.lock_timeout < 0:
-            raise ValueError(f"lock_timeout must be >= 0 seconds, got {self.lock_timeout}")
+        """The engine's checks of a sync (one set of rules for Python, YAML and dbt), and those of this model's own
+        fields."""
+        self._refuse_ignored_settings()
+        if not 0 <= self.max_rejected_fraction <= 1:
+            raise ValueError(f"max_rejected_fraction must be between 0 and 1, got {self.max_rejected_fraction}")
+        try:
+            self.to_definition()
+        except SourceError as e:
+            raise ValueError(str(e)) from None
         return self
+
+    def _refuse_ignored_settings(self) -> None:
+        """Raises ValueError for settings written out that this kind ignores (the engine cannot tell them from
+        defaults)."""
 
     def to_definition(self) -> SyncDefinition:
         """The engine's definition of this sync."""
@@ -132,19 +135,13 @@ class SendOnceSyncModel(SyncModel):
         "mark; not needed, since the rows below the mark are verified.",
     )
 
-    @model_validator(mode="after")
-    def _valid_send_once(self) -> SendOnceSyncModel:
+    def _refuse_ignored_settings(self) -> None:
         for field in ("mode", "max_delete_fraction"):
             if field in self.model_fields_set:
                 raise ValueError(
                     f"{field!r} does not apply to {self.kind} syncs: each row is sent once, never updated "
                     "or deleted; leave it out"
                 )
-        if self.lookback and self.cursor is None:
-            raise ValueError("lookback needs `cursor` (the column to read incrementally by)")
-        if self.lookback < 0:
-            raise ValueError(f"lookback must be >= 0 seconds, got {self.lookback}")
-        return self
 
     def to_definition(self) -> SyncDefinition:
         return dataclasses.replace(super().to_definition(), cursor_column=self.cursor, lookback=self.lookback)

@@ -59,7 +59,7 @@ class SyncDefinition:
         if not self.name or len(self.name) > 200:
             raise SourceError(f"Sync name must be 1 to 200 characters, got {self.name!r}.")
         if (self.table is None) == (self.query is None):
-            raise SourceError(f"Sync {self.name!r} needs exactly one of table= or query=.")
+            raise SourceError(f"Sync {self.name!r} needs exactly one of `table` or `query`.")
         if self.mode not in ("mirror", "upsert"):
             raise SourceError(f"Sync {self.name!r}: mode must be 'mirror' or 'upsert', got {self.mode!r}.")
         if not 0 <= self.max_delete_fraction <= 1:
@@ -93,7 +93,8 @@ class SyncDefinition:
         seconds = self.lookback.total_seconds() if isinstance(self.lookback, dt.timedelta) else self.lookback
         if seconds < 0 or (seconds and self.cursor_column is None):
             raise SourceError(
-                f"Sync {self.name!r}: lookback must be >= 0 and needs cursor_column; got {self.lookback!r}."
+                f"Sync {self.name!r}: lookback needs `cursor` (cursor_column= in Python) and must be >= 0; got "
+                f"{self.lookback!r}."
             )
 
     def fingerprint_fields(self) -> dict[str, Any]:
