@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from dagster_cdp.sync.report import RowRejection as RowRejection
     from dagster_cdp.sync.report import SyncReport as SyncReport
     from dagster_cdp.sync.state import StateStore as StateStore
+    from dagster_cdp.sync.sync_errors import DatabaseFileBusyError as DatabaseFileBusyError
     from dagster_cdp.sync.sync_errors import MappingChangedError as MappingChangedError
     from dagster_cdp.sync.sync_errors import SchemaChangedError as SchemaChangedError
     from dagster_cdp.sync.sync_errors import SourceError as SourceError
@@ -75,6 +76,7 @@ _HOMES = {
     "Screens": "dagster_cdp.sync.kinds",
     "Suppressions": "dagster_cdp.sync.kinds",
     "run_sync": "dagster_cdp.sync.engine",
+    "DatabaseFileBusyError": "dagster_cdp.sync.sync_errors",
     "MappingChangedError": "dagster_cdp.sync.sync_errors",
     "SchemaChangedError": "dagster_cdp.sync.sync_errors",
     "SourceError": "dagster_cdp.sync.sync_errors",

@@ -19,7 +19,12 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
-from dagster_cdp import CustomerIOResource, CustomerIOWarehouseResource, build_customerio_dbt_sync_assets, build_customerio_sync_schedule
+from dagster_cdp import (
+    CustomerIOResource,
+    CustomerIOWarehouseResource,
+    build_customerio_dbt_sync_assets,
+    build_customerio_sync_schedule,
+)
 from dagster_cdp.dagster.warehouse import warehouse_kind
 
 EXAMPLE_DIR = Path(__file__).resolve().parent

@@ -166,6 +166,7 @@ def test_json_schema_lists_every_kind_with_its_fields() -> None:
     assert {"user_id", "object_id", "object_type", "object_type_column", "attributes"} <= set(
         branches["relationships"]["properties"])
     assert {"id", "event", "cursor", "lookback"} <= set(branches["events"]["properties"])
+    assert not {"mode", "max_delete_fraction"} & set(branches["events"]["properties"])  # refused when written
     assert "mode" in branches["people"]["properties"] and "user_id" not in branches["people"]["properties"]
 
 
@@ -229,7 +230,7 @@ post_processing:
 PER_SYNC_YAML = TRANSLATION_YAML.replace("""      asset_key: customerio/memberships
 """, """      asset_key: customerio/memberships
       translation:
-        group_name: "{{ sync.kind }}_team"
+        group_name: "{{ sync.kind }}_by_{{ sync.object_id }}"  # declared names, as in the YAML
         owners: [team:partnerships]
         tags: {tier: silver}
 """)
@@ -238,7 +239,7 @@ PER_SYNC_YAML = TRANSLATION_YAML.replace("""      asset_key: customerio/membersh
 def test_a_sync_translation_applies_after_the_component_translation() -> None:
     specs = {asset.key: asset.specs_by_key[asset.key] for asset in _load(PER_SYNC_YAML).assets}
     memberships = specs[dg.AssetKey(["crm", "relationships_memberships"])]
-    assert (memberships.group_name, memberships.owners) == ("relationships_team", ["team:partnerships"])
+    assert (memberships.group_name, memberships.owners) == ("relationships_by_account_id", ["team:partnerships"])
     assert memberships.tags["tier"] == "silver" and memberships.tags["team"] == "lifecycle"  # tags merge
     assert memberships.description == "memberships kept in sync with Customer.io"  # from the component's
     people = specs[dg.AssetKey(["crm", "people_people"])]

@@ -142,6 +142,15 @@ def test_an_unset_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch)
             "environment variable it reads set?") in load_error(SELF_CONTAINED_YAML)
 
 
+def test_a_rendered_value_is_masked_in_a_resource_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDP_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("CDP_BASE_URL", SECRET_KEY)  # a secret pasted into the wrong variable
+    monkeypatch.setenv("WAREHOUSE_URL", "duckdb:///warehouse.duckdb")
+    error = load_error(SELF_CONTAINED_YAML)
+    assert "base_url: Value error, base_url must start with http:// or https://, got '***'" in error, error
+    assert SECRET_KEY not in error
+
+
 def test_the_schema_lists_the_resources_fields() -> None:
     schema = CustomerIOSyncComponent.get_model_cls().model_json_schema()
     text = str(schema)

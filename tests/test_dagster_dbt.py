@@ -53,6 +53,12 @@ def test_a_bad_meta_cdp_names_the_model_and_the_field() -> None:
     assert "'user' is not a field of people syncs" in message
 
 
+def test_meta_cdp_takes_the_declared_names_not_the_python_ones() -> None:
+    manifest = {"nodes": {"a": _node("customers", {"cdp": {"kind": "people", "id_column": "customer_id"}})}}
+    with pytest.raises(InvalidSyncError, match="'id_column' is not a field of people syncs; their fields are .*, id, "):
+        dbt_declared_syncs(manifest)
+
+
 def test_meta_cdp_names_differing_only_in_case_are_refused_naming_both_models() -> None:
     manifest = {"nodes": {"a": _node("customers", {"cdp": {"kind": "people", "id": "id", "name": "People"}}),
                           "b": _node("leads", {"cdp": {"kind": "people", "id": "id", "name": "people"}})}}

@@ -19,7 +19,15 @@ import sqlalchemy as sa
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.dagster.declared_syncs import parse_sync
 from dagster_cdp import Emulator
-from dagster_cdp import People, StateStore, SyncDefinition, SyncLockedError, SyncReport, run_sync
+from dagster_cdp import (
+    DatabaseFileBusyError,
+    People,
+    StateStore,
+    SyncDefinition,
+    SyncLockedError,
+    SyncReport,
+    run_sync,
+)
 from dagster_cdp.sync.locks import ClaimLease, Lease, lease_table
 from tests.polling import until
 from tests.test_sync_engine import PEOPLE_COLUMNS, people_rows
@@ -207,7 +215,7 @@ def test_syncs_of_one_duckdb_file_take_turns_across_processes(warehouse: Warehou
     file = warehouse.engine.url.database
     with _held_by_another_process(FILE_HOLDER, file) as release:
         other = SyncDefinition(name="other", table="people", mapping=People(id_column="id"), lock_timeout=0.3)
-        with pytest.raises(SyncLockedError, match=r"Another process kept the DuckDB file .* open for 0.3 s .*"
+        with pytest.raises(DatabaseFileBusyError, match=r"Another process kept the DuckDB file .* open for 0.3 s .*"
                                                   r"Nothing was sent"):
             run_sync(other, warehouse=warehouse.url, client=client)
         waiting = _Signal("is open in another process")

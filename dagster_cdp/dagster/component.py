@@ -49,6 +49,7 @@ from dagster_cdp.sync.report import SyncReport
 
 def _resolve_syncs(context: dg.ResolutionContext, value: Any) -> list[SyncModel]:
     """Validates each sync here, so an error points at the offending line of defs.yaml."""
+    value = value if isinstance(value, list) else context.resolve_value(value)  # e.g. "{{ my_syncs }}"
     raw = [_resolved_but_translation(context, item) for item in value] if isinstance(value, list) else value
     if not isinstance(raw, list):
         raise _located(context, [], "syncs must be a list of syncs, each with `name`, `kind` and `table` or `query`")
@@ -115,7 +116,7 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     # with `{{ sync.name }}`, `{{ sync.kind }}`, ... and `{{ spec }}` (the asset spec before translation).
     translation: Annotated[
         TranslationFn[SyncModel] | None,
-        TranslationFnResolver[SyncModel](template_vars_for_translation_fn=lambda sync: {"sync": sync}),
+        TranslationFnResolver[SyncModel](template_vars_for_translation_fn=lambda sync: {"sync": sync.declared()}),
     ] = None
 
     def get_asset_spec(self, sync: SyncModel) -> dg.AssetSpec:
@@ -157,8 +158,10 @@ class CustomerIOSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         def _sync(
             context: dg.AssetExecutionContext, config: CustomerIOSyncConfig
         ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
-            customerio = run_resource(context, "customerio", self.customerio, CustomerIOResource)
-            warehouse = run_resource(context, "warehouse", self.warehouse, CustomerIOWarehouseResource)
-            yield from sync_step(context, lambda: self.execute(context, sync, config, customerio, warehouse))
+            with (
+                run_resource(context, "customerio", self.customerio, CustomerIOResource) as customerio,
+                run_resource(context, "warehouse", self.warehouse, CustomerIOWarehouseResource) as warehouse,
+            ):
+                yield from sync_step(context, lambda: self.execute(context, sync, config, customerio, warehouse))
 
         return _sync

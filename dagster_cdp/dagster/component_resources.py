@@ -6,7 +6,8 @@ win: Dagster refuses two resources under one key, so the component's own are not
 but held by the component, and a run looks for the Python ones first.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -31,7 +32,7 @@ def yaml_model(resource_type: type[dg.ConfigurableResource]) -> type[pydantic.Ba
 
 
 def resource_resolver(key: str, resource_type: type[R]) -> dg.Resolver:
-    """Builds the resource from its rendered YAML; an error names the field and never echoes a value (secrets)."""
+    """Builds the resource from its rendered YAML; an error names the field and masks what templates rendered."""
 
     def resolve(context: dg.ResolutionContext, model: pydantic.BaseModel | None) -> R | None:
         if model is None:
@@ -42,7 +43,7 @@ def resource_resolver(key: str, resource_type: type[R]) -> dg.Resolver:
             return resource_type(**{name: value for name, value in values.items() if value is not None})
         except pydantic.ValidationError as e:
             problems = "; ".join(_problem(err, raw, values) for err in e.errors())
-            raise ResolutionException(f"{key} ({resource_type.__name__}): {problems}") from None
+        raise ResolutionException(f"{key} ({resource_type.__name__}): {problems}")  # outside: no chained values
 
     return dg.Resolver(
         resolve,
@@ -52,27 +53,37 @@ def resource_resolver(key: str, resource_type: type[R]) -> dg.Resolver:
 
 
 def _problem(error: Any, raw: Mapping[str, Any], values: Mapping[str, Any]) -> str:
-    """What is wrong with a field, naming the template that rendered to nothing (an unset environment variable)."""
+    """What is wrong with a field, naming the template that rendered to nothing (an unset environment variable);
+    what templates rendered (secrets, maybe) is masked."""
     field = ".".join(map(str, error["loc"]))
     template = raw.get(field)
     if values.get(field) is None and isinstance(template, str):
         return f"{field}: {template!r} rendered to nothing; is the environment variable it reads set?"
-    return f"{field}: {error['msg']}"
+    message = str(error["msg"])
+    for name, rendered in values.items():
+        if isinstance(rendered, str) and rendered and "{{" in str(raw.get(name)):
+            message = message.replace(rendered, "***")
+    return f"{field}: {message}"
 
 
-def run_resource(context: dg.AssetExecutionContext, key: str, configured: R | None, resource_type: type[R]) -> R:
-    """The resource a run uses: the one given in Python under `key` if any, else the one defs.yaml configures."""
+@contextmanager
+def run_resource(
+    context: dg.AssetExecutionContext, key: str, configured: R | None, resource_type: type[R]
+) -> Iterator[R]:
+    """The resource a run uses: the one given in Python under `key` if any (set up by Dagster's `build_resources`
+    for the run, its EnvVars resolved), else the one defs.yaml configures."""
+    python = context.job_def.resource_defs.get(key) if configured is not None else None
     if configured is None:  # the asset requires the Python resource
-        return getattr(context.resources, key)
-    python = context.job_def.resource_defs.get(key)
-    if python is None:
-        return configured
-    with dg.build_resources({key: python}) as built:  # resolves its EnvVars as Dagster would
-        resource = getattr(built, key)
-    if not isinstance(resource, resource_type):
-        raise dg.Failure(
-            f"The resource given in Python under {key!r} is a {type(resource).__name__}, not a "
-            f"{resource_type.__name__}; rename it, or remove `{key}` from defs.yaml's attributes."
-        )
-    context.log.info(f"{key}: using the {resource_type.__name__} given in Python (it wins over defs.yaml's).")
-    return resource
+        yield getattr(context.resources, key)
+    elif python is None:
+        yield configured
+    else:
+        with dg.build_resources({key: python}) as built:
+            resource = getattr(built, key)
+            if not isinstance(resource, resource_type):
+                raise dg.Failure(
+                    f"The resource given in Python under {key!r} is a {type(resource).__name__}, not a "
+                    f"{resource_type.__name__}; rename it, or remove `{key}` from defs.yaml's attributes."
+                )
+            context.log.info(f"{key}: using the {resource_type.__name__} given in Python (it wins over defs.yaml's).")
+            yield resource

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import pydantic
 from dagster.components.resolved.core_models import AssetAttributesModel
@@ -33,6 +33,7 @@ class SyncModel(BaseModel):
     """Fields every kind of sync shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    IGNORED: ClassVar[tuple[str, ...]] = ()  # settings this kind ignores: refused when written, not in its schema
     kind: str = Field(description="What the rows are, and so which calls they become.")
 
     name: str = Field(description="Unique, stable name; it keys the stored state, so renaming starts from scratch.")
@@ -62,7 +63,9 @@ class SyncModel(BaseModel):
         "fail (send nothing), append_new_columns (send new ones), sync_all_columns (also clear removed ones).",
     )
     lock_timeout: float = Field(
-        600, description="Seconds a run waits for another run of this sync to finish before failing (0: fail at once)."
+        600,
+        description="Seconds a run waits for another run of this sync (or, on a DuckDB file, for another process "
+        "using the file) to finish before failing (0: fail at once).",
     )
     translation: dict[str, Any] | None = Field(
         None,
@@ -93,9 +96,22 @@ class SyncModel(BaseModel):
             raise ValueError(str(e)) from None
         return self
 
+    def declared(self) -> dict[str, Any]:
+        """The sync under its declared names (`id`, not the Python `id_column`): what `{{ sync.* }}` templates read."""
+        return {
+            field.validation_alias if isinstance(field.validation_alias, str) else name: getattr(self, name)
+            for name, field in type(self).model_fields.items()
+        }
+
     def _refuse_ignored_settings(self) -> None:
         """Raises ValueError for settings written out that this kind ignores (the engine cannot tell them from
         defaults)."""
+        for field in self.IGNORED:
+            if field in self.model_fields_set:
+                raise ValueError(
+                    f"{field!r} does not apply to {self.kind} syncs: each row is sent once, never updated "
+                    "or deleted; leave it out"
+                )
 
     def to_definition(self) -> SyncDefinition:
         """The engine's definition of this sync."""
@@ -135,13 +151,7 @@ class SendOnceSyncModel(SyncModel):
         "mark; not needed, since the rows below the mark are verified.",
     )
 
-    def _refuse_ignored_settings(self) -> None:
-        for field in ("mode", "max_delete_fraction"):
-            if field in self.model_fields_set:
-                raise ValueError(
-                    f"{field!r} does not apply to {self.kind} syncs: each row is sent once, never updated "
-                    "or deleted; leave it out"
-                )
+    IGNORED = ("mode", "max_delete_fraction")
 
     def to_definition(self) -> SyncDefinition:
         return dataclasses.replace(super().to_definition(), cursor_column=self.cursor, lookback=self.lookback)
@@ -169,7 +179,7 @@ def declarations_json_schema() -> dict[str, Any]:
     """The JSON schema of a list of declared syncs, which editors and `dg check yaml` read: each kind's fields,
     chosen by `kind` with if/then (so a wrong field is reported as such, where a `oneOf` would only say that no kind
     matched), with no references (no field is a model) so it can be nested in a component's schema."""
-    kinds = [model.model_json_schema() for model in _MODELS.values()]
+    kinds = [_kind_schema(model) for model in _MODELS.values()]
     item = {
         "type": "object",
         "required": ["kind", "name"],
@@ -182,6 +192,13 @@ def declarations_json_schema() -> dict[str, Any]:
     return {"type": "array", "items": item}
 
 
+def _kind_schema(model: type[SyncModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    for field in model.IGNORED:
+        del schema["properties"][field]
+    return schema
+
+
 def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
     """Validates one declared sync (a mapping with `kind`); raises InvalidSyncError listing every problem."""
     if not isinstance(raw, Mapping):
@@ -191,7 +208,7 @@ def parse_sync(raw: Mapping[str, Any]) -> SyncModel:
         raise InvalidSyncError([(("kind",), f"kind must be one of {', '.join(KINDS)}; got {kind!r}")])
     model = _MODELS[kind]
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, by_alias=True, by_name=False)  # `id`, not the Python `id_column`
     except pydantic.ValidationError as e:
         errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # a typo explains the rest
         raise InvalidSyncError([(tuple(err["loc"]), _message(kind, model, err)) for err in errors]) from None

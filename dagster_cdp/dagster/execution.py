@@ -15,7 +15,13 @@ from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.engine import run_sync
 from dagster_cdp.sync.report import SyncReport
-from dagster_cdp.sync.sync_errors import MappingChangedError, SchemaChangedError, SyncAbortedError, SyncLockedError
+from dagster_cdp.sync.sync_errors import (
+    DatabaseFileBusyError,
+    MappingChangedError,
+    SchemaChangedError,
+    SyncAbortedError,
+    SyncLockedError,
+)
 
 
 class CustomerIOSyncConfig(dg.Config):
@@ -73,6 +79,8 @@ def execute_sync(
                 description=f"{e} In Dagster, launch this step with run config `full_resync: true`.",
                 allow_retries=False,
             ) from e
+        except DatabaseFileBusyError as e:
+            raise dg.Failure(description=str(e)) from e  # it says what to do; a sync's pool would not help
         except SyncLockedError as e:
             raise dg.Failure(
                 description=f"{e} In Dagster, give the sync a pool limit of 1 (pool {sync_pool(definition)!r}) so "

@@ -19,4 +19,4 @@ def translated_spec(spec: dg.AssetSpec, sync: SyncModel) -> dg.AssetSpec:
         resolution_context=ResolutionContext.default(),
         model_key="translation",
     )
-    return info.get_asset_spec(spec, {"sync": sync, "spec": spec})
+    return info.get_asset_spec(spec, {"sync": sync.declared(), "spec": spec})

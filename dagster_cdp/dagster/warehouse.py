@@ -37,7 +37,11 @@ class CustomerIOWarehouseResource(dg.ConfigurableResource):
             state_engine.dispose()
 
 
-def warehouse_kind(url: str) -> str:
-    """The Dagster kind tag of a SQLAlchemy URL's dialect, e.g. postgres for postgresql+psycopg://..."""
-    backend = sa.make_url(url).get_backend_name()
+def warehouse_kind(url: str) -> str | None:
+    """The Dagster kind tag of a SQLAlchemy URL's dialect, e.g. postgres for postgresql+psycopg://...; None for a
+    URL that does not parse (the run that uses it says why)."""
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return None
     return {"postgresql": "postgres"}.get(backend, backend)

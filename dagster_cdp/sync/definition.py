@@ -48,7 +48,7 @@ class SyncDefinition:
     partitions: int = 1  # hash partitions of the key, each synced on its own (see `partitions`)
     partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = "fail"  # see `schema_drift`
-    lock_timeout: float = 600.0  # seconds a run waits for another run of the sync to finish; 0: fail at once
+    lock_timeout: float = 600.0  # seconds a run waits for another run of the sync (or of one on its DuckDB file)
 
     @property
     def send_once(self) -> bool:

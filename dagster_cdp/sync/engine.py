@@ -22,7 +22,7 @@ from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
 from dagster_cdp.sync.locks import database_turns
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text, key_of
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.pushdown import Pushdown, plan_pushdown
 from dagster_cdp.sync.reading import SourceShape
@@ -112,8 +112,11 @@ def run_sync(
             with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):
                 return _run(run)
         finally:
-            if isinstance(warehouse, str):
-                engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
+            # A DuckDB file stays open while a connection is pooled: closed before its turn ends, even when the
+            # engine is the caller's (it reconnects when used again); any other engine only when it is ours.
+            for used in {engine, store.engine}:
+                if (used is engine and isinstance(warehouse, str)) or dialect_of(used).single_process_file(used):
+                    used.dispose()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -245,7 +248,7 @@ def _apply(
     if stored is None:
         store.save_fingerprint(definition.name, *current)
     assert run.client is not None  # run_sync refuses a run without a client unless it is a dry run
-    unsettled = _deliver(run, run.client, work, report)
+    unsettled = _deliver(run, work, report)
     for keys in work.unsent_state():
         store.record(definition.name, keys)
     _settle(run)
@@ -280,7 +283,7 @@ def _cursor_read(run: _Run) -> CursorRead:
     """Reads from the stored mark only if the rows below it are still exactly those the sync settled (`cursor`)."""
     definition, engine = run.definition, run.engine
     quote = engine.dialect.identifier_preparer.quote_identifier
-    check = dialect_of(engine).row_check([f"cdp_source.{quote(c)}" for c in key_of(definition).columns()])
+    check = dialect_of(engine).row_check([f"cdp_source.{quote(c)}" for c in definition.mapping.key_shape().columns()])
     mark = None if run.full_resync else run.store.cursor_mark(definition.name)
     if mark is None or mark.column != definition.cursor_column:
         return CursorRead(check)
@@ -395,12 +398,13 @@ def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
     return context or None
 
 
-def _deliver(run: _Run, client: PipelinesClient, work: WorkFile, report: SyncReport) -> list[str]:
+def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
     """Sends the planned calls and records each delivered request's outcome as soon as it is yielded.
 
     Returns the key hashes sent and not accepted (the high-water mark of an incremental read stops at them).
     """
-    definition, log = run.definition, run.log
+    definition, log, client = run.definition, run.log, run.client
+    assert client is not None  # only a dry run has none, and it sends nothing
     in_flight: dict[str, PlannedCall] = {}
     unsettled: list[str] = []
 

@@ -25,7 +25,7 @@ import filelock
 import sqlalchemy as sa
 
 from dagster_cdp.sync.database import unreachable
-from dagster_cdp.sync.sync_errors import SyncLockedError
+from dagster_cdp.sync.sync_errors import DatabaseFileBusyError, SyncLockedError
 
 _POLL_SECONDS = 0.2
 LEASE_SECONDS = 60.0  # a lease not renewed for this long (its holder died) may be taken over; CDP_LEASE_SECONDS sets it
@@ -76,14 +76,15 @@ def database_turns(files: Sequence[Path], timeout: float, log: logging.Logger) -
         for database in sorted(set(files)):
             lock = turns.enter_context(_FileLock(database, "open"))
             if not lock.acquire(0):
-                log.info(
-                    "%s is open in another process, which DuckDB allows one at a time; waiting up to %g s for it "
-                    "to close",
-                    database,
-                    timeout,
-                )
+                if timeout > 0:
+                    log.info(
+                        "%s is open in another process, which DuckDB allows one at a time; waiting up to %g s for it "
+                        "to close",
+                        database,
+                        timeout,
+                    )
                 if not timeout or not lock.acquire(timeout):
-                    raise SyncLockedError(
+                    raise DatabaseFileBusyError(
                         f"Another process kept the DuckDB file {database} open for {timeout:g} s (DuckDB admits one "
                         "process per file). Nothing was sent. Run again once it is closed, raise the sync's "
                         "lock_timeout, or run the syncs of this file in one process (Dagster's in_process_executor)."

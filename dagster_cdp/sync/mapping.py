@@ -10,7 +10,7 @@ from typing import Any
 from dagster_cdp.encoding import dumps
 from dagster_cdp.packing import MAX_CALL_BYTES
 from dagster_cdp.sync.cursor import encode
-from dagster_cdp.sync.declaration import Key, MissingKeyError
+from dagster_cdp.sync.declaration import MissingKeyError
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.sync_errors import SourceError
 from dagster_cdp.sync.values import BadValueError, Unreadable, to_json_value, to_key_part
@@ -54,10 +54,6 @@ class ValueColumns:
     sent: list[str]
     cleared: list[str]
     all_columns: bool  # the mapping takes every column that is not an identifier (its column set is recorded)
-
-
-def key_of(definition: SyncDefinition) -> Key:
-    return definition.mapping.key_shape()
 
 
 def mapping_columns(definition: SyncDefinition) -> tuple[list[str], set[str], list[str] | None]:

@@ -26,10 +26,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from dagster_cdp.sync.declaration import Key
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
-from dagster_cdp.sync.mapping import Key, MappedRow, RowMapper, ValueColumns, hash_hex, key_of, mapping_columns
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, hash_hex, mapping_columns
 from dagster_cdp.sync.partitions import partition_sql
 from dagster_cdp.sync.reading import SourceShape, execute
 from dagster_cdp.sync.report import RowRejection, SyncReport
@@ -281,7 +282,7 @@ def plan_pushdown(
         return None, f"the in-warehouse diff is not available on {engine.dialect.name}"
     if store.engine.url != engine.url:
         return None, "the state is kept in another database than the source"
-    key = key_of(definition)
+    key = definition.mapping.key_shape()
     identifiers = mapping_columns(definition)[0]
     if any(c not in shape.columns for c in [*identifiers, *values.sent]):
         return None, None  # the portable path names the missing column

@@ -24,3 +24,7 @@ class SchemaChangedError(MappingChangedError):
 
 class SyncLockedError(CdpError):
     """Another run of the same sync held its lock for longer than the run's `lock_timeout`; nothing was sent."""
+
+
+class DatabaseFileBusyError(SyncLockedError):
+    """Another process kept the DuckDB file open for longer than the run's `lock_timeout`; nothing was sent."""

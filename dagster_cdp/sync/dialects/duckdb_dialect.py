@@ -80,7 +80,7 @@ class DuckDBDialect(Dialect):
 
     def single_process_file(self, engine: sa.Engine) -> Path | None:
         database = engine.url.database
-        return Path(database) if database and not in_memory(database) else None
+        return Path(database).resolve() if database and not in_memory(database) else None  # one path per file
 
     @contextmanager
     def bounded(self, engine: sa.Engine) -> Iterator[None]:
