@@ -247,7 +247,6 @@ def _apply(
     store.create_tables()
     if stored is None:
         store.save_fingerprint(definition.name, *current)
-    assert run.client is not None  # run_sync refuses a run without a client unless it is a dry run
     unsettled = _deliver(run, work, report)
     for keys in work.unsent_state():
         store.record(definition.name, keys)
@@ -404,7 +403,7 @@ def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
     Returns the key hashes sent and not accepted (the high-water mark of an incremental read stops at them).
     """
     definition, log, client = run.definition, run.log, run.client
-    assert client is not None  # only a dry run has none, and it sends nothing
+    assert client is not None  # run_sync refuses a run without a client unless it is a dry run, which sends nothing
     in_flight: dict[str, PlannedCall] = {}
     unsettled: list[str] = []
 
