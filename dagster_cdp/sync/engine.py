@@ -112,11 +112,8 @@ def run_sync(
             with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):
                 return _run(run)
         finally:
-            # A DuckDB file stays open while a connection is pooled: closed before its turn ends, even when the
-            # engine is the caller's (it reconnects when used again); any other engine only when it is ours.
-            for used in {engine, store.engine}:
-                if (used is engine and isinstance(warehouse, str)) or dialect_of(used).single_process_file(used):
-                    used.dispose()
+            if isinstance(warehouse, str):
+                engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
