@@ -134,8 +134,8 @@ class _Run:
 def _run(run: _Run) -> SyncReport:
     definition, store = run.definition, run.store
     stored = store.fingerprint(definition.name)  # a store brings tables of earlier versions up to date first
-    shape = _describe(definition, run.engine)
-    values, current = _fingerprinted(run, shape, stored)
+    shape = describe(definition, run.engine)
+    values, current = fingerprinted(definition, shape.columns, stored, full_resync=run.full_resync)
     pushdown, why_portable = plan_pushdown(definition, run.engine, store, shape, values)
     report = SyncReport(
         sync=definition.name,
@@ -160,13 +160,13 @@ def _run(run: _Run) -> SyncReport:
     return report
 
 
-def _fingerprinted(
-    run: _Run, shape: SourceShape, stored: tuple[str, dict] | None
+def fingerprinted(
+    definition: SyncDefinition, columns: list[str], stored: tuple[str, dict] | None, *, full_resync: bool
 ) -> tuple[ValueColumns, tuple[str, dict]]:
-    """The value columns this run sends and its (fingerprint, fields); refuses a mapping changed since `stored`."""
-    definition = run.definition
+    """The value columns a run of a source with these columns sends, and its (fingerprint, fields); refuses a
+    mapping changed since `stored` (MappingChangedError, or SchemaChangedError for the source's columns)."""
     mapping_fields = definition.fingerprint_fields()
-    if stored is not None and not run.full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):
+    if stored is not None and not full_resync and _mapping_of(stored[1]) != _mapping_of(mapping_fields):
         raise MappingChangedError(
             _mapping_change(definition.name, _mapping_of(stored[1]), mapping_fields)
             + (
@@ -175,7 +175,7 @@ def _fingerprinted(
                 else ""
             )
         )
-    values = resolve_columns(definition, shape.columns, stored[1] if stored else None, full_resync=run.full_resync)
+    values = resolve_columns(definition, columns, stored[1] if stored else None, full_resync=full_resync)
     fields = {**mapping_fields, **recorded_fields(values)}
     return values, (hash_hex(canonical_json(fields)), fields)
 
@@ -224,7 +224,7 @@ def _plan(run: _Run, work: WorkFile, report: SyncReport) -> dict[str, int]:
         for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
             samples = report.samples.setdefault(_REPORTED_AS[operation], [])
             if len(samples) < SAMPLES_PER_OPERATION:
-                samples.append(_call(definition.name, planned, definition.send_once))
+                samples.append(outgoing_call(definition.name, planned, definition.send_once))
     return counts
 
 
@@ -300,7 +300,8 @@ def _cursor_read(run: _Run) -> CursorRead:
     )
 
 
-def _describe(definition: SyncDefinition, engine: sa.Engine) -> SourceShape:
+def describe(definition: SyncDefinition, engine: sa.Engine) -> SourceShape:
+    """The source's columns and how to read each one, as a run reads them."""
     with engine.connect() as connection, reading_session(connection):
         return describe_source(connection, definition)
 
@@ -380,7 +381,8 @@ def _guard(run: _Run, work: WorkFile, counts: dict[str, int], report: SyncReport
         )
 
 
-def _call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str, Any]:
+def outgoing_call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str, Any]:
+    """A planned call as a run sends it: with its deterministic messageId."""
     if send_once:
         return {**planned.call, "messageId": send_once_message_id(sync, planned.key)}
     return {
@@ -406,7 +408,7 @@ def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
 
     def calls() -> Iterator[dict[str, Any]]:
         for planned in work.calls():
-            call = _call(definition.name, planned, definition.send_once)
+            call = outgoing_call(definition.name, planned, definition.send_once)
             in_flight[call["messageId"]] = planned
             yield call
 

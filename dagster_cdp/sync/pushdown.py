@@ -164,18 +164,7 @@ class Pushdown:
         return f"({agg('cdp_n')} IS NULL AND ({gone})) OR ({agg('cdp_n')} IS NOT NULL AND ({needed}))"
 
     def _src_keys(self, engine: sa.Engine, alias: str, *, whole: bool = False) -> list[str]:
-        """SQL of the key's parts over the source (NULL where a column is NULL or empty), one string unless JSON;
-        as `key_text` joins them, or (`whole`) as the text Python sends."""
-        quote = engine.dialect.identifier_preparer.quote_identifier
-        pieces = []
-        for kind, value in self.key.pieces:
-            if kind == "literal":
-                pieces.append(_literal(value))
-            else:
-                column = f"{alias}.{quote(value)}"
-                text = f"CAST({column} AS {self.dialect.text_type})" if whole else self.dialect.key_text(column)
-                pieces.append(f"CASE WHEN {text} = '' THEN NULL ELSE {text} END")
-        return pieces if self.key.json else [self.dialect.concat(pieces)]
+        return key_sql(self.key, engine, alias, whole=whole)
 
     def _state_keys(self) -> list[str]:
         """SQL of the stored keys' parts, matching `_src_keys`."""
@@ -273,6 +262,33 @@ class Pushdown:
         return table, f"{alias}.sync = {_literal(self.definition.name)}"
 
 
+def key_sql(key: Key, engine: sa.Engine, alias: str, *, whole: bool = False) -> list[str]:
+    """SQL of a key's parts over the source `alias` (NULL where a column is NULL or empty), one string unless JSON;
+    as `Dialect.key_text` joins them, or (`whole`) as the text Python sends, where the key columns are of an
+    `exact_key_type`."""
+    dialect = dialect_of(engine)
+    quote = engine.dialect.identifier_preparer.quote_identifier
+    pieces = []
+    for kind, value in key.pieces:
+        if kind == "literal":
+            pieces.append(_literal(value))
+        else:
+            column = f"{alias}.{quote(value)}"
+            text = f"CAST({column} AS {dialect.text_type})" if whole else dialect.key_text(column)
+            pieces.append(f"CASE WHEN {text} = '' THEN NULL ELSE {text} END")
+    return pieces if key.json else [dialect.concat(pieces)]
+
+
+def inexact_key_column(definition: SyncDefinition, engine: sa.Engine, shape: SourceShape) -> str | None:
+    """The first key column whose text in SQL may differ from the string Python sends; None when keys can be matched
+    in SQL (the source has every key column)."""
+    dialect = dialect_of(engine)
+    for column in definition.mapping.key_shape().columns():
+        if not dialect.exact_key_type(shape.types[shape.columns.index(column)]):
+            return column
+    return None
+
+
 def plan_pushdown(
     definition: SyncDefinition, engine: sa.Engine, store: StateStore, shape: SourceShape, values: ValueColumns
 ) -> tuple[Pushdown | None, str | None]:
@@ -286,12 +302,11 @@ def plan_pushdown(
     identifiers = mapping_columns(definition)[0]
     if any(c not in shape.columns for c in [*identifiers, *values.sent]):
         return None, None  # the portable path names the missing column
-    for column in key.columns():
-        if not dialect.exact_key_type(shape.types[shape.columns.index(column)]):
-            return None, (
-                f"key column {column!r} is not an integer or text column, so its text in SQL may differ "
-                "from the key Python sends"
-            )
+    if (column := inexact_key_column(definition, engine, shape)) is not None:
+        return None, (
+            f"key column {column!r} is not an integer or text column, so its text in SQL may differ "
+            "from the key Python sends"
+        )
     if definition.partition is not None and key.json:
         return None, "hash partitions of a key of several columns are computed in Python"
     hashed = sorted({*identifiers, *values.sent})

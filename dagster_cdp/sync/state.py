@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import as_engine
 from dagster_cdp.sync.dialects import Dialect, dialect_of
-from dagster_cdp.sync.locks import hold, lease_table
+from dagster_cdp.sync.locks import Lock, hold, lease_table
 
 _IN_CHUNK = 500
 _HASH = {"column": sa.String(32)}  # an MD5 in hex
@@ -154,8 +154,18 @@ class StateStore:
 
         Waits up to `timeout` seconds (0: not at all) for another run's lock, then raises SyncLockedError.
         """
-        lock = self.dialect.lock(self.engine, self._locks, f"{self.state.fullname}|{sync}", sync)
-        return hold(self.engine, lock, sync, timeout, log or logging.getLogger(__name__))
+        return hold(self.engine, self._lock_of(sync), sync, timeout, log or logging.getLogger(__name__))
+
+    def locked(self, sync: str) -> bool:
+        """Whether a run holds the lock of `sync` now: takes it without waiting, and releases it at once."""
+        with self._lock_of(sync) as lock:
+            if not lock.acquire(0):
+                return True
+            lock.release()
+        return False
+
+    def _lock_of(self, sync: str) -> Lock:
+        return self.dialect.lock(self.engine, self._locks, f"{self.state.fullname}|{sync}", sync)
 
     def fingerprint(self, sync: str) -> tuple[str, dict] | None:
         """The stored (fingerprint, fingerprint fields) of a sync, or None for a sync never run."""
