@@ -197,7 +197,8 @@ def _required(url: str | None, declared: DefsFile | None) -> str:
         return url
     block = f", or a `warehouse:` block in {declared.path}" if declared else ""
     raise click.ClickException(
-        f"No warehouse given: pass --url or set WAREHOUSE_URL to its SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db){block}."
+        "No warehouse given: pass --url or set WAREHOUSE_URL to its SQLAlchemy URL (e.g. "
+        f"postgresql+psycopg://user@host/db){block}."
     )
 
 
