@@ -48,6 +48,12 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def people_url(tmp_path: Path, count: int) -> str:
+    """A SQLite warehouse whose table `people` holds the people 1 to `count`."""
+    return sqlite_warehouse(tmp_path, "create table people (id integer, email text)",
+                            "insert into people values " + ", ".join(f"({i}, 'u{i}@x.com')" for i in range(1, count + 1)))
+
+
 # -- calls per second ---------------------------------------------------------------------------------------------
 
 
@@ -55,9 +61,7 @@ def test_calls_per_second_cap_spreads_the_calls_in_requests_of_one_second(emulat
                                                                             tmp_path: Path) -> None:
     """500 calls at 100 a second: five requests of 100, one a second. The pacing sleeps, so the API never sees them
     sooner; 10 ms a call leaves room for a loaded machine on the other side."""
-    url = sqlite_warehouse(tmp_path, "create table people (id integer, email text)",
-                           "insert into people select value, 'u' || value || '@example.com' "
-                           "from json_each('[" + ",".join(map(str, range(1, 501))) + "]')")
+    url = people_url(tmp_path, 500)
     report = run_sync(dataclasses.replace(PEOPLE, max_calls_per_second=100), warehouse=url, client=client)
     assert (report.inserted, report.requests) == (500, 5)
     stats = emulator.stats()
@@ -66,6 +70,13 @@ def test_calls_per_second_cap_spreads_the_calls_in_requests_of_one_second(emulat
     rate = stats["calls_received"] / (stats["last_request_at"] - stats["first_request_at"] + 1.0)
     assert 90 <= rate <= 110, rate
     assert len(emulator.snapshot()["people"]) == 500
+
+
+def test_each_partition_sends_its_share_of_the_rate(emulator: Emulator, client, tmp_path: Path) -> None:
+    url = people_url(tmp_path, 300)
+    shared = dataclasses.replace(PEOPLE, partitions=2, partition=0, max_calls_per_second=200)
+    report = run_sync(shared, warehouse=url, client=client)
+    assert report.inserted > 100 and emulator.stats()["max_calls_per_request"] == 100  # 100 a second, not 200
 
 
 def test_a_request_holds_at_most_max_calls_per_request(emulator: Emulator, client) -> None:
@@ -167,8 +178,7 @@ def test_change_cap_on_events_read_by_cursor_sends_each_event_once(warehouse: Wa
 
 def test_capped_full_resyncs_run_again_go_on_with_the_keys_not_resent(emulator: Emulator, client,
                                                                         tmp_path: Path) -> None:
-    url = sqlite_warehouse(tmp_path, "create table people (id integer, email text)",
-                           "insert into people values " + ", ".join(f"({i}, 'u{i}@x.com')" for i in range(1, 11)))
+    url = people_url(tmp_path, 10)
     capped = dataclasses.replace(PEOPLE, max_changes_per_run=4)
     assert run_until_done(capped, Warehouse("sqlite", url, "main"), client) == [(4, 0, 0, 6), (4, 0, 0, 2),
                                                                                (2, 0, 0, 0)]
@@ -186,8 +196,7 @@ def test_capped_full_resyncs_run_again_go_on_with_the_keys_not_resent(emulator: 
 
 
 def test_change_cap_is_shown_by_a_dry_run(tmp_path: Path, emulator: Emulator, client) -> None:
-    url = sqlite_warehouse(tmp_path, "create table people (id integer, email text)",
-                           "insert into people values (1, 'a@example.com'), (2, 'b@example.com'), (3, 'c@x.com')")
+    url = people_url(tmp_path, 3)
     report = run_sync(dataclasses.replace(PEOPLE, max_changes_per_run=2), warehouse=url, client=None, dry_run=True)
     assert (report.inserted, report.deferred, len(report.samples["insert"])) == (2, 1, 2)
     assert "would send 2 inserts" in report.summary() and "1 left for later runs" in report.summary()
