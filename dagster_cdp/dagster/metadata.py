@@ -18,6 +18,7 @@ def sync_report_metadata(report: SyncReport) -> dict[str, Any]:
         "updated": report.updated,
         "deleted": report.deleted,
         "unchanged": report.unchanged,
+        "deferred": report.deferred,
         "rejected": len(report.rejected),
         "requests": report.requests,
         "bytes": report.bytes,
