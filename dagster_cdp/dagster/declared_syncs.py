@@ -67,6 +67,11 @@ class SyncModel(BaseModel):
         description="Seconds a run waits for another run of this sync (or, on a DuckDB file, for another process "
         "using the file) to finish before failing (0: fail at once).",
     )
+    history_days: int = Field(
+        90,
+        description="Days each run of this sync is kept in the history table cdp_runs (at least 1); the rows it "
+        "could not sync are kept in cdp_rejections until they are.",
+    )
     translation: dict[str, Any] | None = Field(
         None,
         description="This sync's asset attributes (key, group_name, tags, owners, kinds, description, "
@@ -128,6 +133,7 @@ class SyncModel(BaseModel):
             partitions=self.partitions,
             on_schema_change=self.on_schema_change,
             lock_timeout=self.lock_timeout,
+            history_days=self.history_days,
         )
 
     def _mapping(self) -> CallMapping:

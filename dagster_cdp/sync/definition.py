@@ -49,6 +49,7 @@ class SyncDefinition:
     partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = "fail"  # see `schema_drift`
     lock_timeout: float = 600.0  # seconds a run waits for another run of the sync (or of one on its DuckDB file)
+    history_days: int = 90  # days a run's row stays in the history table `{prefix}runs` (see `history`)
 
     @property
     def send_once(self) -> bool:
@@ -73,6 +74,8 @@ class SyncDefinition:
             )
         if not self.lock_timeout >= 0:
             raise SourceError(f"Sync {self.name!r}: lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}.")
+        if not self.history_days >= 1:
+            raise SourceError(f"Sync {self.name!r}: history_days must be >= 1, got {self.history_days!r}.")
         if self.mode == "mirror" and (refusal := self.mapping.mirror_refusal()):
             raise SourceError(f"Sync {self.name!r}: {refusal}")
         if self.send_once and self.mode != "mirror":
