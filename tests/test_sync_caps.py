@@ -82,7 +82,7 @@ def test_each_partition_sends_its_share_of_the_rate(emulator: Emulator, client, 
 def test_a_request_holds_at_most_max_calls_per_request(emulator: Emulator, client) -> None:
     calls = [{"type": "identify", "userId": str(i), "traits": {"n": i}} for i in range(10)]
     results = list(client.deliver(calls, max_calls_per_request=3))
-    assert [len(result.accepted) for result in results if result.requests] == [3, 3, 3, 1]
+    assert sorted(len(result.accepted) for result in results if result.requests) == [1, 3, 3, 3]  # as they finish
     assert emulator.stats()["max_calls_per_request"] == 3
     with pytest.raises(ValueError, match="max_calls_per_request must be at least 1, got 0"):
         list(client.deliver(calls, max_calls_per_request=0))

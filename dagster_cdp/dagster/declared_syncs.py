@@ -77,6 +77,11 @@ class SyncModel(BaseModel):
         description="Send at most this many calls (inserts, updates, deletions) in one run; the next run sends the "
         "rest, so a large first sync is spread over scheduled runs. Unset: every change in one run.",
     )
+    history_days: int = Field(
+        90,
+        description="Days each run of this sync is kept in the history table cdp_runs (at least 1); the rows it "
+        "could not sync are kept in cdp_rejections until they are.",
+    )
     translation: dict[str, Any] | None = Field(
         None,
         description="This sync's asset attributes (key, group_name, tags, owners, kinds, description, "
@@ -140,6 +145,7 @@ class SyncModel(BaseModel):
             lock_timeout=self.lock_timeout,
             max_calls_per_second=self.max_calls_per_second,
             max_changes_per_run=self.max_changes_per_run,
+            history_days=self.history_days,
         )
 
     def _mapping(self) -> CallMapping:

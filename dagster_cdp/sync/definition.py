@@ -52,6 +52,7 @@ class SyncDefinition:
     lock_timeout: float = 600.0  # seconds a run waits for another run of the sync (or of one on its DuckDB file)
     max_calls_per_second: float | None = None  # the sync never sends faster (see README, "Gentle backfills")
     max_changes_per_run: int | None = None  # a run sends at most this many calls; the next run goes on from there
+    history_days: int = 90  # days a run's row stays in the history table `{prefix}runs` (see `history`)
 
     @property
     def send_once(self) -> bool:
@@ -86,6 +87,8 @@ class SyncDefinition:
                 f"Sync {self.name!r}: max_changes_per_run must be at least 1, got {self.max_changes_per_run!r}; "
                 "leave it out to send every change in one run."
             )
+        if not self.history_days >= 1:
+            raise SourceError(f"Sync {self.name!r}: history_days must be >= 1, got {self.history_days!r}.")
         if self.mode == "mirror" and (refusal := self.mapping.mirror_refusal()):
             raise SourceError(f"Sync {self.name!r}: {refusal}")
         if self.send_once and self.mode != "mirror":

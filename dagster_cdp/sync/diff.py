@@ -255,11 +255,13 @@ class WorkFile:
             return self._previous_accepted
         return self._aggregate("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL")[0]
 
-    def reported(self) -> list[tuple[str, str, str]]:
-        """(key, reason, operation) of rows reported instead of sent; operation 'source' when the row itself is bad."""
+    def reported(self) -> list[tuple[str, str, str, int | None]]:
+        """(key, reason, operation, attempts) of rows reported instead of sent; operation 'source' when the row itself
+        is bad, attempts the API's refusals of a row not retried any more (else None)."""
         return self._db.execute("""
             SELECT key, reason, CASE WHEN operation = 'exhausted' THEN replace(intended, 'resync', 'update')
-                                     ELSE 'source' END
+                                     ELSE 'source' END,
+                   CASE WHEN operation = 'exhausted' THEN attempts END
             FROM plan WHERE operation IN ('problem', 'duplicate', 'exhausted') ORDER BY key
         """).fetchall()
 

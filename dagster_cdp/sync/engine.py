@@ -22,6 +22,7 @@ from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, SENDING, PlannedCall, WorkFile
+from dagster_cdp.sync.history import RunStart
 from dagster_cdp.sync.locks import database_turns
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
 from dagster_cdp.sync.partitions import partition_name, partition_of
@@ -69,12 +70,14 @@ def run_sync(
     full_resync: bool = False,
     force: bool = False,
     log: logging.Logger | None = None,
+    dagster_run_id: str | None = None,
 ) -> SyncReport:
-    """Sync one definition; with dry_run, report what would be sent without sending or writing anything.
+    """Sync one definition; with dry_run, report what would be sent without sending or changing any key's state.
 
-    (A dry run does fold the acknowledgements of a killed run into the state table, and brings state tables of an
-    earlier version up to date: neither changes any key's state.)
-    Runs of one sync take turns (see StateStore.lock): the later one then sends only what is still needed.
+    (A dry run writes its row of the history table `{prefix}runs`, folds the acknowledgements of a killed run into
+    the state table, and brings state tables of an earlier version up to date: none changes any key's state.)
+    Runs of one sync take turns (see StateStore.lock): the later one then sends only what is still needed. Each
+    run that gets the lock is recorded in the history (`history`), with `dagster_run_id` when Dagster runs it.
     """
     started = time.monotonic()
     log = log or _log
@@ -111,10 +114,10 @@ def run_sync(
             full_resync=full_resync,
             force=force,
             started=started,
+            report=SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync),
         )
         try:
-            with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):
-                return _run(run)
+            return _recorded(run, dagster_run_id)
         finally:
             if isinstance(warehouse, str):
                 engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
@@ -133,6 +136,41 @@ class _Run:
     full_resync: bool
     force: bool
     started: float  # time.monotonic() as run_sync began
+    report: SyncReport  # filled in as the run goes, so a failed run's history has its counts so far
+
+
+def _recorded(run: _Run, dagster_run_id: str | None) -> SyncReport:
+    """Runs the sync with its row in the history: 'running' (committed, so a killed run leaves it), then how it
+    ended; a successful real run also replaces the sync's rejections. A failure is re-raised as it was."""
+    definition, history = run.definition, run.store.history
+    start = RunStart(
+        sync=definition.name,
+        partition=definition.partition if definition.partitions > 1 else None,
+        dagster_run_id=dagster_run_id,
+        dry_run=run.dry_run,
+        full_resync=run.full_resync,
+        history_days=definition.history_days,
+    )
+    run.report.run_id, run.report.history_table = history.start(start), history.table_name()
+    try:
+        with dialect_of(run.engine).bounded(run.engine), run.store.dialect.bounded(run.store.engine):
+            report = _run(run)
+        if not run.dry_run:
+            history.replace_rejections(definition.name, run.report.run_id, report.rejected)
+        history.finish(run.report.run_id, report)
+    except BaseException as error:  # an interrupted run too (Ctrl-C, a terminated Dagster run)
+        try:
+            history.finish(run.report.run_id, run.report, error)
+        except Exception as unrecorded:
+            run.log.warning(
+                "sync %r: could not record the failed run %s in %s: %s",
+                definition.name,
+                run.report.run_id,
+                run.report.history_table,
+                unrecorded,
+            )
+        raise
+    return report
 
 
 def _run(run: _Run) -> SyncReport:
@@ -141,13 +179,8 @@ def _run(run: _Run) -> SyncReport:
     shape = _describe(definition, run.engine)
     values, current = _fingerprinted(run, shape, stored)
     pushdown, why_portable = plan_pushdown(definition, run.engine, store, shape, values)
-    report = SyncReport(
-        sync=definition.name,
-        dry_run=run.dry_run,
-        full_resync=run.full_resync,
-        diff="in-warehouse" if pushdown else "portable",
-        diff_reason=why_portable,
-    )
+    report = run.report
+    report.diff, report.diff_reason = ("in-warehouse" if pushdown else "portable"), why_portable
     if stored is not None:
         _settle(run, after_crash=True)  # a killed run's acknowledgements, before the diff
     with WorkFile() as work:
@@ -228,7 +261,7 @@ def _plan(run: _Run, work: WorkFile, report: SyncReport) -> dict[str, int]:
         report.deferred = work.defer(cap, by_cursor=definition.cursor_column is not None)
         counts = work.counts()
     report.unchanged = counts.get("unchanged", 0)
-    report.rejected.extend(RowRejection(key, reason, operation) for key, reason, operation in work.reported())
+    report.rejected.extend(RowRejection(*reported) for reported in work.reported())
     for operation in ("insert", "update", "resync", "delete"):
         for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
             samples = report.samples.setdefault(_REPORTED_AS[operation], [])
@@ -517,7 +550,7 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
                 row_hash=planned.accepted_row_hash,
             )
         )
-        report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
+        report.rejected.append(RowRejection(planned.key, rejection.reason, operation, attempts))
     return keys
 
 

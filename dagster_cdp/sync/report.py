@@ -12,6 +12,7 @@ class RowRejection:
     key: str
     reason: str
     operation: str
+    attempts: int | None = None  # times in a row the API refused this payload; None for a row refused before sending
 
 
 @dataclass
@@ -35,6 +36,8 @@ class SyncReport:
     diff: str = "portable"  # "in-warehouse" when the warehouse compared rows to the state (`pushdown`)
     diff_reason: str | None = None  # why the portable diff ran, where the in-warehouse one could not
     samples: dict[str, list[dict]] = field(default_factory=dict)
+    run_id: str | None = None  # the id of this run's row in the history table `history_table` (see `history`)
+    history_table: str | None = None  # that table as SQL names it
 
     def summary(self) -> str:
         verb = "would send" if self.dry_run else "sent"
