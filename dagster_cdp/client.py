@@ -281,6 +281,7 @@ class PipelinesClient:
         *,
         context: dict[str, Any] | None = None,
         integrations: dict[str, Any] | None = None,
+        max_calls_per_request: int | None = None,
     ) -> Iterator[BatchResult]:
         """Send calls in byte-packed /v1/batch requests and yield each request's outcome as it finishes.
 
@@ -288,6 +289,9 @@ class PipelinesClient:
         on the dict. `context`/`integrations` are sent once per request at batch level, for every
         call. Calls refused before sending come back as rejections in a result with `requests == 0`.
         Results are yielded in the caller's thread, so acknowledgements can be recorded durably.
+        With `max_calls_per_request`, a request goes as soon as it holds that many calls: a caller that
+        paces `messages` (say, 100 calls a second, in requests of 100) has each sent without waiting
+        for the body to fill.
 
         When a request fails for good (retries exhausted, or the key refused), no further calls are
         taken from `messages`; requests already in flight finish and are yielded, then the error is
@@ -295,7 +299,8 @@ class PipelinesClient:
         or rejected were not confirmed.
         """
         delivered = DeliveryReport()
-        with contextlib.closing(self._deliver(messages, context, integrations)) as results:
+        packer = BatchPacker(context=context, integrations=integrations, max_calls_per_request=max_calls_per_request)
+        with contextlib.closing(self._deliver(messages, packer)) as results:
             try:
                 for result in results:
                     delivered.add(result)
@@ -304,11 +309,8 @@ class PipelinesClient:
                 error.report = delivered
                 raise
 
-    def _deliver(
-        self, messages: Iterable[dict[str, Any]], context: dict[str, Any] | None, integrations: dict[str, Any] | None
-    ) -> Generator[BatchResult, None, None]:
+    def _deliver(self, messages: Iterable[dict[str, Any]], packer: BatchPacker) -> Generator[BatchResult, None, None]:
         """`deliver` but for its report: packs, sends concurrently, and stops at a request failed for good."""
-        packer = BatchPacker(context=context, integrations=integrations)
         pending: set[Future[BatchResult]] = set()
         refused = BatchResult()
         progress = DeliveryReport()

@@ -48,7 +48,8 @@ def _batch_of(messages: list[dict[str, Any]], encoded: list[bytes]) -> Batch:
 
 
 class BatchPacker:
-    """Fills batches up to the body limit, given the batch-level fields every request carries."""
+    """Fills batches up to the body limit, given the batch-level fields every request carries, and to
+    `max_calls_per_request` calls if given."""
 
     def __init__(
         self,
@@ -56,7 +57,11 @@ class BatchPacker:
         context: dict[str, Any] | None = None,
         integrations: dict[str, Any] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_calls_per_request: int | None = None,
     ) -> None:
+        if max_calls_per_request is not None and max_calls_per_request < 1:
+            raise ValueError(f"max_calls_per_request must be at least 1, got {max_calls_per_request}")
+        self._max_calls = max_calls_per_request
         shared = b""
         if context:
             shared += b',"context":' + encode(context, path="batch context")
@@ -70,7 +75,9 @@ class BatchPacker:
         self._current = Batch()
 
     def add(self, message: dict[str, Any], encoded: bytes) -> Batch | None:
-        """Add one call; return the previous batch when this call did not fit in it."""
+        """Add one call; return the batch it completed: the previous one when this call did not fit in it, or the
+        one this call filled to `max_calls_per_request` (at once, so a caller pacing its calls sends it without
+        waiting for the next call)."""
         current = self._current
         needed = len(encoded) + (1 if current.encoded else 0)
         full = None
@@ -81,6 +88,8 @@ class BatchPacker:
         current.messages.append(message)
         current.encoded.append(encoded)
         current.size += needed
+        if self._max_calls is not None and len(current.messages) >= self._max_calls:
+            full, self._current = current, Batch()  # `full` was None: a batch at the limit went when it reached it
         return full
 
     def flush(self) -> Iterator[Batch]:

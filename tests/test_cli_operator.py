@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from dagster_cdp import Emulator, FaultConfig, StateStore, SyncDefinition, run_sync
 from dagster_cdp.cli import cli
+from dagster_cdp.encoding import dumps
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.dagster.defs_file import read_defs_file
 from dagster_cdp.sync.engine import message_id, send_once_message_id
@@ -135,26 +136,53 @@ def _json(call: dict[str, Any]) -> str:
 @WAREHOUSES
 def test_status_lists_every_sync_with_its_keys_acks_rejections_and_lock(known: Known) -> None:
     members = {p: sum(partition_of(k, 2) == p for k in "1235") for p in (0, 1)}
+    runs = _last_runs(known)
     result = cdp("status", "--url", known.url)
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"State at {known.url}\n"
-        "SYNC          LAST RUN    LIVE  PENDING ACKS  REJECTED  LOCK\n"
-        "events        no history     1             0         0  free\n"
-        "leads         no history     0             1         0  free\n"
-        f"members[1/2]  no history     {members[0]}             0         0  free\n"
-        f"members[2/2]  no history     {members[1]}             0         0  free\n"
-        "people        no history     4             0         1  free\n"
+        "SYNC          LAST RUN                           LIVE  PENDING ACKS  REJECTED  LOCK\n"
+        f"events        {runs['events']}     1             0         0  free\n"
+        f"leads         {runs['leads']}     0             1         0  free\n"
+        f"members[1/2]  {runs['members[1/2]']}     {members[0]}             0         0  free\n"
+        f"members[2/2]  {runs['members[2/2]']}     {members[1]}             0         0  free\n"
+        f"people        {runs['people']}     4             0         1  free\n"
+        "leads (last run): KeyboardInterrupt: killed\n"  # as the run was stopped (tests.test_sync_state)
     )
     document = json.loads(cdp("status", "--json", env={"WAREHOUSE_URL": known.url}).stdout)
-    row = {"pending_acks": 0, "rejected_keys": 0, "locked": False, "last_run": None}
-    assert document == {"state": known.url, "history": False, "syncs": [
-        {**row, "sync": "events", "live_keys": 1},
-        {**row, "sync": "leads", "live_keys": 0, "pending_acks": 1},
-        {**row, "sync": "members[1/2]", "live_keys": members[0]},
-        {**row, "sync": "members[2/2]", "live_keys": members[1]},
-        {**row, "sync": "people", "live_keys": 4, "rejected_keys": 1},
+    store = StateStore(known.url)
+    last = {run["sync"]: json.loads(dumps(run)) for run in store.last_runs()}
+    store.engine.dispose()
+    assert last["people"]["outcome"] == "succeeded" and last["people"]["rejected"] == 1
+    row = {"pending_acks": 0, "rejected_keys": 0, "locked": False}
+    assert document == {"state": known.url, "history": True, "syncs": [
+        {**row, "sync": "events", "live_keys": 1, "last_run": last["events"]},
+        {**row, "sync": "leads", "live_keys": 0, "pending_acks": 1, "last_run": last["leads"]},
+        {**row, "sync": "members[1/2]", "live_keys": members[0], "last_run": last["members[1/2]"]},
+        {**row, "sync": "members[2/2]", "live_keys": members[1], "last_run": last["members[2/2]"]},
+        {**row, "sync": "people", "live_keys": 4, "rejected_keys": 1, "last_run": last["people"]},
     ]}
+
+
+@SQLITE
+def test_status_says_no_history_before_the_history_tables(known: Known) -> None:
+    store = StateStore(known.url)
+    for table in (store.history.runs, store.history.rejections):
+        table.drop(store.engine)  # as state tables an earlier version made
+    store.engine.dispose()
+    lines = cdp("status", "--url", known.url).stdout.splitlines()
+    assert lines[1:3] == ["SYNC          LAST RUN    LIVE  PENDING ACKS  REJECTED  LOCK",
+                          "events        no history     1             0         0  free"]
+    assert json.loads(cdp("status", "--url", known.url, "--json").stdout)["history"] is False
+
+
+def _last_runs(known: Known) -> dict[str, str]:
+    """The LAST RUN column of each sync, as its newest row of the history table says."""
+    store = StateStore(known.url)
+    runs = {run["sync"]: f"{run['outcome']} {run['started_at']:%Y-%m-%d %H:%M:%S} UTC" for run in store.last_runs()}
+    store.engine.dispose()
+    width = max(map(len, runs.values()))
+    return {sync: text.ljust(width) for sync, text in runs.items()}
 
 
 @WAREHOUSES
@@ -164,7 +192,7 @@ def test_status_shows_the_lock_a_run_holds(known: Known) -> None:
         text = cdp("status", "--url", known.url).stdout
     assert {s["sync"]: s["locked"] for s in held["syncs"]} == {
         "events": False, "leads": False, "members[1/2]": False, "members[2/2]": False, "people": True}
-    assert text.splitlines()[-1] == "people        no history     4             0         1  held"
+    assert text.splitlines()[-2] == f"people        {_last_runs(known)['people']}     4             0         1  held"
     assert json.loads(cdp("status", "--url", known.url, "--json").stdout)["syncs"][-1]["locked"] is False  # released
 
 
@@ -357,6 +385,20 @@ def test_plan_json_has_each_partition_s_report(known: Known) -> None:
     assert (events["inserted"], events["unchanged"], events["samples"]) == (1, 1, {"insert": [
         {"type": "track", "event": "Signed Up", "userId": "u2", "properties": {},
          "messageId": send_once_message_id("events", "e2")}]})
+
+
+@SQLITE
+def test_plan_and_explain_with_a_cap_on_changes_per_run(known: Known, tmp_path: Path) -> None:
+    capped = tmp_path / "capped.yaml"
+    capped.write_text(known.defs.read_text().replace("      max_row_attempts: 2\n",
+                                                      "      max_row_attempts: 2\n      max_changes_per_run: 2\n"))
+    entry = json.loads(cdp("plan", str(capped), "--sync", "people", "--url", known.url, "--json").stdout)["syncs"][0]
+    assert (entry["inserted"] + entry["updated"] + entry["deleted"], entry["deferred"]) == (2, 1)
+    text = cdp("plan", str(capped), "--sync", "people", "--url", known.url).stdout.splitlines()
+    assert text[1].endswith("; 1 unchanged; 1 left for later runs (max_changes_per_run); 2 rejected")
+    why = json.loads(cdp("explain", "people", "4", "--defs", str(capped), "--url", known.url, "--json").stdout)
+    assert why["next_run"]["why"] == ("no call for this key was ever accepted; a run sends at most 2 changes "
+                                      "(max_changes_per_run), the next run goes on")
 
 
 @WAREHOUSES

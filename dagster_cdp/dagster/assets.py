@@ -13,6 +13,7 @@ from dagster_cdp.dagster.execution import CustomerIOSyncConfig, sync_pool
 from dagster_cdp.dagster.resource import CustomerIOResource
 from dagster_cdp.dagster.warehouse import CustomerIOWarehouseResource
 from dagster_cdp.sync.definition import SyncDefinition
+from dagster_cdp.sync.partitions import partition_name
 
 
 def customerio_sync_asset_spec(
@@ -35,13 +36,26 @@ def customerio_sync_asset_spec(
         group_name=group_name,
         kinds={"customerio", *([warehouse_kind] if warehouse_kind else [])},
         automation_condition=automation_condition,
-        description=f"Syncs {source} to Customer.io as {kind} ({how}): only {sends} rows are sent.",
+        description=f"Syncs {source} to Customer.io as {kind} ({how}): only {sends} rows are sent. "
+        + _history(definition),
         metadata={
             "cdp/sync": definition.name,
             "cdp/source": definition.table or definition.query,
             "cdp/mode": "send_once" if definition.send_once else definition.mode,
         },
         partitions_def=sync_partitions_def(definition),
+    )
+
+
+def _history(definition: SyncDefinition) -> str:
+    """Where a sync's runs are recorded: the spec does not know the warehouse resource, so its defaults are named."""
+    name, n = definition.name, definition.partitions
+    rows = f"sync = '{name}'"
+    if n > 1:
+        rows = f"sync = '{partition_name(name, 0, n)}' to '{partition_name(name, n - 1, n)}' (one per partition)"
+    return (
+        "Its runs are recorded in table cdp_runs and the rows it could not sync in cdp_rejections, both in the "
+        f"state store (the warehouse resource's state_url database and state_schema, default prefix), where {rows}."
     )
 
 

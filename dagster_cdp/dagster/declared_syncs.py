@@ -67,6 +67,21 @@ class SyncModel(BaseModel):
         description="Seconds a run waits for another run of this sync (or, on a DuckDB file, for another process "
         "using the file) to finish before failing (0: fail at once).",
     )
+    max_calls_per_second: float | None = Field(
+        None,
+        description="Never send faster than this many calls per second (each request carries at most a second's "
+        "worth; with partitions, each partition sends its share). Unset: as fast as the client's rate limit allows.",
+    )
+    max_changes_per_run: int | None = Field(
+        None,
+        description="Send at most this many calls (inserts, updates, deletions) in one run; the next run sends the "
+        "rest, so a large first sync is spread over scheduled runs. Unset: every change in one run.",
+    )
+    history_days: int = Field(
+        90,
+        description="Days each run of this sync is kept in the history table cdp_runs (at least 1); the rows it "
+        "could not sync are kept in cdp_rejections until they are.",
+    )
     translation: dict[str, Any] | None = Field(
         None,
         description="This sync's asset attributes (key, group_name, tags, owners, kinds, description, "
@@ -128,6 +143,9 @@ class SyncModel(BaseModel):
             partitions=self.partitions,
             on_schema_change=self.on_schema_change,
             lock_timeout=self.lock_timeout,
+            max_calls_per_second=self.max_calls_per_second,
+            max_changes_per_run=self.max_changes_per_run,
+            history_days=self.history_days,
         )
 
     def _mapping(self) -> CallMapping:

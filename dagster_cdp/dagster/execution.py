@@ -27,7 +27,10 @@ from dagster_cdp.sync.sync_errors import (
 class CustomerIOSyncConfig(dg.Config):
     """Run config of a sync asset or op (Launchpad: `ops: {<op name>: {config: {dry_run: true}}}`)."""
 
-    dry_run: bool = Field(False, description="Plan only: report what would be sent; send nothing, write no state.")
+    dry_run: bool = Field(
+        False,
+        description="Plan only: report what would be sent; send nothing, write no state (only the run's history row).",
+    )
     full_resync: bool = Field(
         False,
         description="Resend every row (and deletions for keys gone from the source); needed after a mapping change.",
@@ -62,6 +65,7 @@ def execute_sync(
                 full_resync=config.full_resync,
                 force=config.force,
                 log=context.log,
+                dagster_run_id=context.run_id,
             )
         except SyncAbortedError as e:
             raise dg.Failure(

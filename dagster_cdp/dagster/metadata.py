@@ -1,4 +1,5 @@
-"""What a sync run reports to Dagster: counts, bytes, timing and a readable sample of rejections."""
+"""What a sync run reports to Dagster: counts, bytes, timing, a readable sample of rejections, and where its row of
+the history table is."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def sync_report_metadata(report: SyncReport) -> dict[str, Any]:
         "updated": report.updated,
         "deleted": report.deleted,
         "unchanged": report.unchanged,
+        "deferred": report.deferred,
         "rejected": len(report.rejected),
         "requests": report.requests,
         "bytes": report.bytes,
@@ -28,6 +30,9 @@ def sync_report_metadata(report: SyncReport) -> dict[str, Any]:
         "diff": report.diff,
         "full_resync": report.full_resync,
     }
+    if report.run_id is not None:
+        metadata["cdp/history_run_id"] = report.run_id
+        metadata["cdp/history"] = f"SELECT * FROM {report.history_table} WHERE run_id = '{report.run_id}'"
     if report.diff_reason:
         metadata["diff_reason"] = report.diff_reason
     if report.rejected:

@@ -83,6 +83,8 @@ class _Stats:
     )
     requests_per_path: Counter[str] = field(default_factory=Counter)
     max_requests_in_window: int = 0
+    first_request_at: float | None = None  # time.monotonic() as the first /v1 request arrived (to measure rates)
+    last_request_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: dict(value) if isinstance(value, dict) else value for name, value in vars(self).items()}
@@ -214,7 +216,8 @@ class Emulator:
             return self._workspace.snapshot()
 
     def stats(self) -> dict[str, Any]:
-        """JSON-able counters of what the emulator received, applied, dropped, rejected and injected."""
+        """JSON-able counters of what the emulator received, applied, dropped, rejected and injected, and when the
+        first and last /v1 requests arrived (`first_request_at`, `last_request_at`: `time.monotonic()` values)."""
         with self._lock:
             return self._stats.as_dict()
 
@@ -235,6 +238,9 @@ class Emulator:
             stats = self._stats
             stats.requests += 1
             stats.requests_per_path[path] += 1
+            if stats.first_request_at is None:
+                stats.first_request_at = now
+            stats.last_request_at = now
             in_window = self._window.record(now)
             stats.max_requests_in_window = max(stats.max_requests_in_window, in_window)
             retry_after = self._window.seconds_until_room(now, self.rate_limit) if in_window > self.rate_limit else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,6 +50,9 @@ class SyncDefinition:
     partition: int | None = None  # the one partition (0 to partitions - 1) a run syncs
     on_schema_change: Literal["fail", "append_new_columns", "sync_all_columns"] = "fail"  # see `schema_drift`
     lock_timeout: float = 600.0  # seconds a run waits for another run of the sync (or of one on its DuckDB file)
+    max_calls_per_second: float | None = None  # the sync never sends faster (see README, "Gentle backfills")
+    max_changes_per_run: int | None = None  # a run sends at most this many calls; the next run goes on from there
+    history_days: int = 90  # days a run's row stays in the history table `{prefix}runs` (see `history`)
 
     @property
     def send_once(self) -> bool:
@@ -73,6 +77,18 @@ class SyncDefinition:
             )
         if not self.lock_timeout >= 0:
             raise SourceError(f"Sync {self.name!r}: lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}.")
+        if self.max_calls_per_second is not None and not 0 < self.max_calls_per_second < math.inf:
+            raise SourceError(
+                f"Sync {self.name!r}: max_calls_per_second must be a number above 0, got "
+                f"{self.max_calls_per_second!r}; leave it out to send as fast as the client's rate limit allows."
+            )
+        if self.max_changes_per_run is not None and not self.max_changes_per_run >= 1:
+            raise SourceError(
+                f"Sync {self.name!r}: max_changes_per_run must be at least 1, got {self.max_changes_per_run!r}; "
+                "leave it out to send every change in one run."
+            )
+        if not self.history_days >= 1:
+            raise SourceError(f"Sync {self.name!r}: history_days must be >= 1, got {self.history_days!r}.")
         if self.mode == "mirror" and (refusal := self.mapping.mirror_refusal()):
             raise SourceError(f"Sync {self.name!r}: {refusal}")
         if self.send_once and self.mode != "mirror":

@@ -41,7 +41,8 @@ SOURCE_MARK = "source"  # failed_hash of a key whose row was rejected before sen
 
 # Operations in the plan. 'resync' resends an unchanged row on a full resync; 'forget' drops state of a key
 # that never reached the API; 'gone' is a deleted key whose state is kept as a tombstone (its version keeps
-# later messageIds unique); 'problem', 'duplicate' and 'exhausted' rows are reported and not sent.
+# later messageIds unique); 'problem', 'duplicate' and 'exhausted' rows are reported and not sent; 'deferred' calls
+# are held back for a later run by the sync's max_changes_per_run (`defer`).
 SENDING = ("insert", "update", "resync", "delete")
 
 
@@ -223,6 +224,26 @@ class WorkFile:
         assert row is not None
         return row
 
+    def defer(self, keep: int, *, by_cursor: bool) -> int:
+        """Holds back the planned calls after the first `keep` as 'deferred' (for a later run); returns how many.
+
+        First go real changes, before the resends of a full resync; then the keys sent fewest times (so full
+        resyncs run again go on with the keys not resent yet); then, `by_cursor`, the rows of the lowest cursors (the
+        cursor mark, held by the lowest deferred row, moves up over the calls sent); then by key hash.
+        """
+        sending = ", ".join(f"'{operation}'" for operation in SENDING)
+        cursor = "s.cursor NULLS LAST, " if by_cursor else ""
+        source = "LEFT JOIN source s USING (key_hash)" if by_cursor else ""  # one row: deletions have none
+        self._db.execute(
+            f"""
+            UPDATE plan SET operation = 'deferred' WHERE operation IN ({sending}) AND key_hash NOT IN (
+                SELECT p.key_hash FROM plan p {source} WHERE p.operation IN ({sending})
+                ORDER BY p.operation = 'resync', p.version, {cursor}p.key_hash LIMIT ?
+            )""",
+            [keep],
+        )
+        return self._aggregate("SELECT count(*) FROM plan WHERE operation = 'deferred'")[0]
+
     def counts(self) -> dict[str, int]:
         counts = dict(self._db.execute("SELECT operation, count(*) FROM plan GROUP BY operation").fetchall())
         if self._unchanged_elsewhere:
@@ -234,11 +255,13 @@ class WorkFile:
             return self._previous_accepted
         return self._aggregate("SELECT count(*) FROM state WHERE payload_hash IS NOT NULL")[0]
 
-    def reported(self) -> list[tuple[str, str, str]]:
-        """(key, reason, operation) of rows reported instead of sent; operation 'source' when the row itself is bad."""
+    def reported(self) -> list[tuple[str, str, str, int | None]]:
+        """(key, reason, operation, attempts) of rows reported instead of sent; operation 'source' when the row itself
+        is bad, attempts the API's refusals of a row not retried any more (else None)."""
         return self._db.execute("""
             SELECT key, reason, CASE WHEN operation = 'exhausted' THEN replace(intended, 'resync', 'update')
-                                     ELSE 'source' END
+                                     ELSE 'source' END,
+                   CASE WHEN operation = 'exhausted' THEN attempts END
             FROM plan WHERE operation IN ('problem', 'duplicate', 'exhausted') ORDER BY key
         """).fetchall()
 
@@ -252,7 +275,7 @@ class WorkFile:
         """(highest cursor read, lowest cursor of a row read and not settled) for the cursor mark.
 
         Not settled: sent and not acknowledged (the given keys), reported instead of sent (a bad value, a
-        duplicate key, retries exhausted) while its key was never accepted, or without a key. Rows of other
+        duplicate key, retries exhausted) or deferred while its key was never accepted, or without a key. Rows of other
         partitions count as read: the cursor and its tally cover the whole source.
         """
         highest = self._aggregate(
@@ -264,7 +287,7 @@ class WorkFile:
                 SELECT cursor FROM source WHERE key_hash IN (SELECT unnest(?::VARCHAR[]))
                 UNION ALL
                 SELECT s.cursor FROM source s JOIN plan p USING (key_hash) LEFT JOIN state st USING (key_hash)
-                WHERE p.operation IN ('problem', 'duplicate', 'exhausted') AND st.payload_hash IS NULL
+                WHERE p.operation IN ('problem', 'duplicate', 'exhausted', 'deferred') AND st.payload_hash IS NULL
                 UNION ALL
                 SELECT cursor FROM unmapped WHERE pins
             )""",

@@ -16,19 +16,22 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
+from dagster_cdp.rate_limit import RateLimiter
 from dagster_cdp.sync.cursor import next_mark
 from dagster_cdp.sync.database import as_engine, check_connects
 from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.dialects import dialect_of, reading_session
-from dagster_cdp.sync.diff import DELETE_MARK, PlannedCall, WorkFile
+from dagster_cdp.sync.diff import DELETE_MARK, SENDING, PlannedCall, WorkFile
+from dagster_cdp.sync.history import RunStart
 from dagster_cdp.sync.locks import database_turns
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
 from dagster_cdp.sync.partitions import partition_name, partition_of
+from dagster_cdp.sync.progress import Progress
 from dagster_cdp.sync.pushdown import Pushdown, plan_pushdown
 from dagster_cdp.sync.reading import SourceShape
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.schema_drift import recorded_fields, resolve_columns
-from dagster_cdp.sync.source import CHUNK_ROWS, CursorRead, describe_source, read_source, tally_below
+from dagster_cdp.sync.source import CHUNK_ROWS, CursorRead, count_source, describe_source, read_source, tally_below
 from dagster_cdp.sync.state import KeyState, StateStore
 from dagster_cdp.sync.sync_errors import MappingChangedError, SourceError, SyncAbortedError
 
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
 
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c7a4e-2d1b-5c8e-9a3f-6b7d8e9f0a1b")
 SAMPLES_PER_OPERATION = 10
-_PROGRESS_SECONDS = 5.0
 _REPORTED_AS = {"insert": "insert", "update": "update", "resync": "update", "delete": "delete"}
 
 _log = logging.getLogger("dagster_cdp.sync")
@@ -68,12 +70,14 @@ def run_sync(
     full_resync: bool = False,
     force: bool = False,
     log: logging.Logger | None = None,
+    dagster_run_id: str | None = None,
 ) -> SyncReport:
-    """Sync one definition; with dry_run, report what would be sent without sending or writing anything.
+    """Sync one definition; with dry_run, report what would be sent without sending or changing any key's state.
 
-    (A dry run does fold the acknowledgements of a killed run into the state table, and brings state tables of an
-    earlier version up to date: neither changes any key's state.)
-    Runs of one sync take turns (see StateStore.lock): the later one then sends only what is still needed.
+    (A dry run writes its row of the history table `{prefix}runs`, folds the acknowledgements of a killed run into
+    the state table, and brings state tables of an earlier version up to date: none changes any key's state.)
+    Runs of one sync take turns (see StateStore.lock): the later one then sends only what is still needed. Each
+    run that gets the lock is recorded in the history (`history`), with `dagster_run_id` when Dagster runs it.
     """
     started = time.monotonic()
     log = log or _log
@@ -85,8 +89,11 @@ def run_sync(
                 f"Sync {definition.name!r} has {definition.partitions} partitions: run each one "
                 f"(partition=0 to {definition.partitions - 1}), e.g. as the asset's Dagster partitions."
             )
+        rate = definition.max_calls_per_second
         definition = dataclasses.replace(
-            definition, name=partition_name(definition.name, definition.partition, definition.partitions)
+            definition,
+            name=partition_name(definition.name, definition.partition, definition.partitions),
+            max_calls_per_second=None if rate is None else rate / definition.partitions,  # they may run at once
         )  # its own state, messageIds, report
     engine = as_engine(warehouse)
     store = state or StateStore(engine)
@@ -107,10 +114,10 @@ def run_sync(
             full_resync=full_resync,
             force=force,
             started=started,
+            report=SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync),
         )
         try:
-            with dialect_of(engine).bounded(engine), store.dialect.bounded(store.engine):
-                return _run(run)
+            return _recorded(run, dagster_run_id)
         finally:
             if isinstance(warehouse, str):
                 engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
@@ -129,6 +136,41 @@ class _Run:
     full_resync: bool
     force: bool
     started: float  # time.monotonic() as run_sync began
+    report: SyncReport  # filled in as the run goes, so a failed run's history has its counts so far
+
+
+def _recorded(run: _Run, dagster_run_id: str | None) -> SyncReport:
+    """Runs the sync with its row in the history: 'running' (committed, so a killed run leaves it), then how it
+    ended; a successful real run also replaces the sync's rejections. A failure is re-raised as it was."""
+    definition, history = run.definition, run.store.history
+    start = RunStart(
+        sync=definition.name,
+        partition=definition.partition if definition.partitions > 1 else None,
+        dagster_run_id=dagster_run_id,
+        dry_run=run.dry_run,
+        full_resync=run.full_resync,
+        history_days=definition.history_days,
+    )
+    run.report.run_id, run.report.history_table = history.start(start), history.table_name()
+    try:
+        with dialect_of(run.engine).bounded(run.engine), run.store.dialect.bounded(run.store.engine):
+            report = _run(run)
+        if not run.dry_run:
+            history.replace_rejections(definition.name, run.report.run_id, report.rejected)
+        history.finish(run.report.run_id, report)
+    except BaseException as error:  # an interrupted run too (Ctrl-C, a terminated Dagster run)
+        try:
+            history.finish(run.report.run_id, run.report, error)
+        except Exception as unrecorded:
+            run.log.warning(
+                "sync %r: could not record the failed run %s in %s: %s",
+                definition.name,
+                run.report.run_id,
+                run.report.history_table,
+                unrecorded,
+            )
+        raise
+    return report
 
 
 def _run(run: _Run) -> SyncReport:
@@ -137,13 +179,8 @@ def _run(run: _Run) -> SyncReport:
     shape = describe(definition, run.engine)
     values, current = fingerprinted(definition, shape.columns, stored, full_resync=run.full_resync)
     pushdown, why_portable = plan_pushdown(definition, run.engine, store, shape, values)
-    report = SyncReport(
-        sync=definition.name,
-        dry_run=run.dry_run,
-        full_resync=run.full_resync,
-        diff="in-warehouse" if pushdown else "portable",
-        diff_reason=why_portable,
-    )
+    report = run.report
+    report.diff, report.diff_reason = ("in-warehouse" if pushdown else "portable"), why_portable
     if stored is not None:
         _settle(run, after_crash=True)  # a killed run's acknowledgements, before the diff
     with WorkFile() as work:
@@ -192,7 +229,8 @@ def _fill(
         cursor = _cursor_read(run)
     if pushdown is not None:
         run.log.debug("sync %r: diffing in the warehouse", definition.name)
-        pushdown.load(run.engine, work, report, full_resync=run.full_resync)  # unchanged keys never leave it
+        progress = Progress(run.log, f"sync {definition.name!r}: the in-warehouse diff returned", "source rows")
+        pushdown.load(run.engine, work, report, progress, full_resync=run.full_resync)  # unchanged keys stay there
     cursor_kind = None if pushdown else _read(run, work, report, shape, values, cursor)
     if cursor and cursor.mark is not None and cursor_kind not in (None, cursor.mark.kind):
         raise SourceError(
@@ -217,9 +255,13 @@ def _plan(run: _Run, work: WorkFile, report: SyncReport) -> dict[str, int]:
         send_once=definition.send_once,
     )
     counts = work.counts()
-    _guard(run, work, counts, report)
+    _guard(run, work, counts, report)  # on every planned call, including those deferred below
+    cap = definition.max_changes_per_run
+    if cap is not None and _sending(counts) > cap:
+        report.deferred = work.defer(cap, by_cursor=definition.cursor_column is not None)
+        counts = work.counts()
     report.unchanged = counts.get("unchanged", 0)
-    report.rejected.extend(RowRejection(key, reason, operation) for key, reason, operation in work.reported())
+    report.rejected.extend(RowRejection(*reported) for reported in work.reported())
     for operation in ("insert", "update", "resync", "delete"):
         for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
             samples = report.samples.setdefault(_REPORTED_AS[operation], [])
@@ -245,6 +287,17 @@ def _apply(
     if stored is None:
         store.save_fingerprint(definition.name, *current)
     unsettled = _deliver(run, work, report)
+    if report.deferred:
+        run.log.info(
+            "sync %r: stopped at max_changes_per_run: sent %s calls, %s planned calls left; the next run continues "
+            "where this one stopped%s",
+            definition.name,
+            f"{definition.max_changes_per_run:,}",
+            f"{report.deferred:,}",
+            " (resends of unchanged rows only go on in a full resync: run with full_resync again for them)"
+            if run.full_resync
+            else "",
+        )
     for keys in work.unsent_state():
         store.record(definition.name, keys)
     _settle(run)
@@ -323,11 +376,11 @@ def _read(
     with read_source(run.engine, definition, shape, cursor) as (columns, rows):
         mapper = RowMapper(definition, columns, values)
         unmapped: list[tuple[int | None, int, bool]] = []  # (cursor, check, pins) of rows read and not diffed
-        last_progress = time.monotonic()
+        progress = Progress(run.log, f"sync {definition.name!r}: read", "source rows", lambda: _rows(run, cursor))
 
         def mapped() -> Iterator[MappedRow]:
-            nonlocal last_progress
-            for row in rows:
+            for fetched, row in enumerate(rows, 1):
+                progress.tick(fetched)
                 check = 0
                 if cursor is not None:
                     row, check = row[:-1], int(row[-1])
@@ -344,13 +397,19 @@ def _read(
                     report.rejected.append(RowRejection("<NULL>", result[1], "source"))
                     if cursor is not None:
                         unmapped.append((mapper.cursor_of(row), check, True))
-                if time.monotonic() - last_progress >= _PROGRESS_SECONDS:
-                    last_progress = time.monotonic()
-                    run.log.info("sync %r: read %d source rows so far", definition.name, report.source_rows)
 
         work.add_source(mapped())
         work.add_unmapped(unmapped)
         return mapper.cursor_kind
+
+
+def _rows(run: _Run, cursor: CursorRead | None) -> int | None:
+    """The rows a long read reads, for its progress; None (no time left shown) when the warehouse cannot count them."""
+    try:
+        return count_source(run.engine, run.definition, cursor)
+    except sa.exc.SQLAlchemyError as e:
+        run.log.debug("sync %r: could not count the source rows for the progress: %s", run.definition.name, e)
+        return None
 
 
 def _in_partition(definition: SyncDefinition, result: MappedRow | tuple[None, str]) -> bool:
@@ -399,25 +458,32 @@ def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
 def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
     """Sends the planned calls and records each delivered request's outcome as soon as it is yielded.
 
-    Returns the key hashes sent and not accepted (the high-water mark of an incremental read stops at them).
+    With max_calls_per_second, calls are let out at that rate and each request holds at most a second's worth, sent
+    as soon as it has them. Returns the key hashes sent and not accepted (the high-water mark of an incremental read
+    stops at them).
     """
     definition, log, client = run.definition, run.log, run.client
     assert client is not None  # run_sync refuses a run without a client unless it is a dry run, which sends nothing
     in_flight: dict[str, PlannedCall] = {}
     unsettled: list[str] = []
+    pace = _pace(definition.max_calls_per_second)
 
     def calls() -> Iterator[dict[str, Any]]:
         for planned in work.calls():
+            if pace is not None:
+                pace.acquire()
             call = outgoing_call(definition.name, planned, definition.send_once)
             in_flight[call["messageId"]] = planned
             yield call
 
-    last_progress = time.monotonic()
+    progress = Progress(log, f"sync {definition.name!r}: sent", "calls", _sending(work.counts()))
+    done = 0
     log.debug("sync %r: sending the changes", definition.name)
     results = client.deliver(
         calls(),
         context=_batch_context(definition),
         integrations=dict(definition.integrations) if definition.integrations else None,
+        max_calls_per_request=None if pace is None else pace.limit,
     )
     for result in results:
         acknowledged = _acknowledgements(result, in_flight, report)
@@ -426,17 +492,22 @@ def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
         report.requests += result.requests
         report.bytes += result.bytes
         report.retries += result.retries
-        if time.monotonic() - last_progress >= _PROGRESS_SECONDS:
-            last_progress = time.monotonic()
-            log.info(
-                "sync %r: %d inserts, %d updates, %d deletions accepted in %d requests so far",
-                definition.name,
-                report.inserted,
-                report.updated,
-                report.deleted,
-                report.requests,
-            )
+        done += len(result.accepted) + len(result.rejected)
+        progress.tick(done)
     return unsettled + [planned.key_hash for planned in in_flight.values()]
+
+
+def _sending(counts: dict[str, int]) -> int:
+    """The calls a plan's operation counts send."""
+    return sum(counts.get(operation, 0) for operation in SENDING)
+
+
+def _pace(calls_per_second: float | None) -> RateLimiter | None:
+    """Lets out at most a second's worth of calls in any second (for a rate under 1, one call each 1/rate seconds)."""
+    if calls_per_second is None:
+        return None
+    limit = max(1, int(calls_per_second))
+    return RateLimiter(limit, limit / calls_per_second, margin=0.0)
 
 
 def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], report: SyncReport) -> list[KeyState]:
@@ -481,7 +552,7 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
                 row_hash=planned.accepted_row_hash,
             )
         )
-        report.rejected.append(RowRejection(planned.key, rejection.reason, operation))
+        report.rejected.append(RowRejection(planned.key, rejection.reason, operation, attempts))
     return keys
 
 

@@ -91,7 +91,9 @@ class Status:
                 cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             ]
             lines.append("  ".join(cells).rstrip())
-        lines += [f"{s.sync}: {s.last_run['error']}" for s in self.syncs if s.last_run and s.last_run["error"]]
+        lines += [
+            f"{s.sync} (last run): {s.last_run['error']}" for s in self.syncs if s.last_run and s.last_run["error"]
+        ]
         return "\n".join(lines)
 
     def _last_run(self, sync: SyncStatus) -> str:
@@ -152,21 +154,10 @@ def sync_names(store: StateStore) -> list[str]:
 
 def _last_runs(store: StateStore) -> tuple[bool, dict[str, dict[str, Any]]]:
     """(whether the history table exists, the newest run of each sync in it)."""
-    metadata = sa.MetaData(schema=store.state.schema)
-    runs = sa.Table(
-        store.state.name.removesuffix("state") + "runs",
-        metadata,
-        *(sa.Column(name, sa.String) for name in ("sync", "outcome", "error")),
-        *(sa.Column(name, sa.DateTime) for name in ("started_at", "ended_at")),
-        sa.Column("dry_run", sa.Boolean),
-    )
+    runs = store.history.runs
     if not sa.inspect(store.engine).has_table(runs.name, schema=runs.schema):
         return False, {}
-    newest = sa.func.row_number().over(partition_by=runs.c.sync, order_by=runs.c.started_at.desc()).label("n")
-    ranked = sa.select(runs, newest).subquery()
-    with store.engine.connect() as connection:
-        rows = connection.execute(sa.select(*[ranked.c[c.name] for c in runs.columns]).where(ranked.c.n == 1))
-        return True, {row.sync: dict(row._mapping) for row in rows}
+    return True, {run["sync"]: run for run in store.last_runs()}
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,9 @@ def _explained(
     if definition.send_once and view.state is not None and view.state.payload_hash is not None:
         return NextRun("already_sent", _NOT_SENT["already_sent"])
     if operation in _SENT:
-        return NextRun(operation, _SENT[operation], call)
+        cap = definition.max_changes_per_run
+        later = f"; a run sends at most {cap:,} changes (max_changes_per_run), the next run goes on" if cap else ""
+        return NextRun(operation, _SENT[operation] + later, call)
     if operation in ("problem", "duplicate"):
         return NextRun("source_problem", f"{reason}; nothing is sent until the source row is fixed")
     if operation == "exhausted":

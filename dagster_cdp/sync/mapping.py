@@ -118,8 +118,12 @@ class RowMapper:
         return values
 
     def _mapped(self, row: Sequence[Any]) -> MappedRow | tuple[None, str]:
-        def part(column: str) -> str | None:
-            return self._key_part(row, column)
+        parts: dict[str, str | None] = {}
+
+        def part(column: str) -> str | None:  # key() and calls() both read the identifiers: read each once
+            if column not in parts:
+                parts[column] = self._key_part(row, column)
+            return parts[column]
 
         try:
             key = self._mapping.key(part)

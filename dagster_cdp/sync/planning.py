@@ -45,10 +45,11 @@ class PlannedSync:
         lines = [f"{report.sync}: {counted(report.source_rows, 'source row')}, {diff}"]
         if self.stops:
             lines.append(f"  stops: {self.stops}")
+        deferred = f"{report.deferred:,} left for later runs (max_changes_per_run); " if report.deferred else ""
         lines.append(
             f"  {'forced, would' if self.stops else 'would'} send {counted(report.inserted, 'insert')}, "
             f"{counted(report.updated, 'update')}, {counted(report.deleted, 'deletion')}; "
-            f"{report.unchanged:,} unchanged; {len(report.rejected):,} rejected"
+            f"{report.unchanged:,} unchanged; {deferred}{len(report.rejected):,} rejected"
         )
         lines += [f"  rejected {r.key} ({r.operation}): {r.reason}" for r in report.rejected[:REJECTIONS_SHOWN]]
         if len(report.rejected) > REJECTIONS_SHOWN:

@@ -32,6 +32,7 @@ from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.diff import DELETE_MARK, WorkFile
 from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, hash_hex, mapping_columns
 from dagster_cdp.sync.partitions import partition_sql
+from dagster_cdp.sync.progress import Progress
 from dagster_cdp.sync.reading import SourceShape, execute
 from dagster_cdp.sync.report import RowRejection, SyncReport
 from dagster_cdp.sync.source import source_sql
@@ -217,8 +218,11 @@ class Pushdown:
         ]
         return pieces if self.key.json else ["".join(pieces)]
 
-    def load(self, engine: sa.Engine, work: WorkFile, report: SyncReport, *, full_resync: bool) -> None:
-        """Puts the keys that need attention, with their state, into the work file; counts the rest."""
+    def load(
+        self, engine: sa.Engine, work: WorkFile, report: SyncReport, progress: Progress, *, full_resync: bool
+    ) -> None:
+        """Puts the keys that need attention, with their state, into the work file; counts the rest. `progress`
+        ticks with the source rows the diff returned."""
         source_rows, live = self.counts(engine)
         diffed = 0
         missing = f"NULL or empty key in column {' or '.join(map(repr, self.key.columns()))}"
@@ -230,6 +234,7 @@ class Pushdown:
                     report.rejected.extend(RowRejection("<NULL>", missing, "source") for _ in range(row.missing_key))
                     report.rejected.extend(RowRejection("<NULL>", reason, "source") for reason in row.rejected)
                     diffed += row.missing_key + len(row.rejected) + len(row.mapped)
+                    progress.tick(diffed)
                     yield row.mapped, row.state
 
         work.add_diffed(pairs())

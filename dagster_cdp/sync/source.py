@@ -130,15 +130,9 @@ def read_source(
     """
     with engine.connect() as connection, reading_session(connection):
         quote = engine.dialect.identifier_preparer.quote_identifier
-        sql = source_sql(definition, engine)
-        if cursor is not None:
-            assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
-            column = quote(definition.cursor_column)
-            window = f" WHERE {column} >= :{cursor.since.key} OR {column} IS NULL" if cursor.since is not None else ""
-            sql = f"SELECT cdp_source.*, {cursor.check or 0} AS cdp_check FROM (\n{sql}\n) AS cdp_source{window}"
-        statement = sa.text(shape.select(sql, quote, ["cdp_check"] if cursor else []))
-        if cursor is not None and cursor.since is not None:
-            statement = statement.bindparams(cursor.since)
+        statement = _bound(
+            shape.select(_read_sql(engine, definition, cursor), quote, ["cdp_check"] if cursor else []), cursor
+        )
         try:
             result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
         except sa.exc.DBAPIError as e:
@@ -147,6 +141,30 @@ def read_source(
             yield shape.columns, shape.fix(row for partition in result.partitions(CHUNK_ROWS) for row in partition)
         finally:
             result.close()
+
+
+def count_source(engine: sa.Engine, definition: SyncDefinition, cursor: CursorRead | None = None) -> int:
+    """How many rows `read_source` reads (asked only by the progress of a long read)."""
+    sql = f"SELECT count(*) FROM (\n{_read_sql(engine, definition, cursor)}\n) AS cdp_counted"
+    with engine.connect() as connection, reading_session(connection):
+        return int(connection.execute(_bound(sql, cursor)).scalar_one())
+
+
+def _read_sql(engine: sa.Engine, definition: SyncDefinition, cursor: CursorRead | None) -> str:
+    """The source as a run reads it: with `cursor`, each row followed by its check, and from a verified mark only
+    the rows from `cursor.since` on or with a NULL cursor."""
+    sql = source_sql(definition, engine)
+    if cursor is None:
+        return sql
+    assert definition.cursor_column is not None  # a CursorRead is made only for a cursor column
+    column = engine.dialect.identifier_preparer.quote_identifier(definition.cursor_column)
+    window = f" WHERE {column} >= :{cursor.since.key} OR {column} IS NULL" if cursor.since is not None else ""
+    return f"SELECT cdp_source.*, {cursor.check or 0} AS cdp_check FROM (\n{sql}\n) AS cdp_source{window}"
+
+
+def _bound(sql: str, cursor: CursorRead | None) -> sa.TextClause:
+    statement = sa.text(sql)
+    return statement.bindparams(cursor.since) if cursor is not None and cursor.since is not None else statement
 
 
 def tally_below(engine: sa.Engine, definition: SyncDefinition, mark: sa.BindParameter, check: str | None) -> Tally:

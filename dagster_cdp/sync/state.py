@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from dagster_cdp.sync.cursor import CursorMark, Tally
 from dagster_cdp.sync.database import as_engine
 from dagster_cdp.sync.dialects import Dialect, dialect_of
+from dagster_cdp.sync.history import RunHistory
 from dagster_cdp.sync.locks import Lock, hold, lease_table
 
 _IN_CHUNK = 500
@@ -67,8 +68,8 @@ def state_field_types(text_type: str) -> dict[str, str]:
 
 
 class StateStore:
-    """State tables `{prefix}syncs` and `{prefix}state`; pass a separate URL to keep them out of a read-only
-    warehouse."""
+    """State tables `{prefix}syncs` and `{prefix}state`, and the history tables `{prefix}runs` and
+    `{prefix}rejections` (`history`); pass a separate URL to keep them out of a read-only warehouse."""
 
     def __init__(
         self, url_or_engine: str | sa.Engine, *, schema: str | None = None, table_prefix: str = "cdp_"
@@ -103,6 +104,7 @@ class StateStore:
             sa.Column("updated_at", sa.DateTime, nullable=False),
         )
         self._locks = lease_table(sa.MetaData(schema=schema), f"{table_prefix}locks")  # not in create_tables
+        self.history = RunHistory(self.engine, self.dialect, schema, table_prefix)  # nor these: a dry run writes them
         self._metadata = metadata
         self._seq = 0
         self._upgraded = False
@@ -148,6 +150,14 @@ class StateStore:
 
     def _name(self, table: sa.Table) -> str:
         return self.engine.dialect.identifier_preparer.format_table(table)
+
+    def last_runs(self) -> list[dict[str, Any]]:
+        """The newest row of `{prefix}runs` of every sync (each partition its own), as {column: value}."""
+        return self.history.last_runs()
+
+    def rejections(self, sync: str) -> list[dict[str, Any]]:
+        """The rows of `{prefix}rejections` of a sync: its rows not synced, as of its last successful run."""
+        return self.history.rejected_rows(sync)
 
     def lock(self, sync: str, timeout: float, log: logging.Logger | None = None) -> AbstractContextManager[None]:
         """Holds the lock of `sync` while a run reads and writes its state, so two runs never send the same calls.

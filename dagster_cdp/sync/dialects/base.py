@@ -113,6 +113,11 @@ class Dialect:
         """The type of the state tables' `sync` columns: names compare byte for byte."""
         return sa.String(200)
 
+    def precise_moment_type(self) -> sa.types.TypeEngine:
+        """The type of the history tables' moments (`history`): to the microsecond, as a sync's runs are ordered by
+        them."""
+        return sa.DateTime()
+
     def upgrade(self, engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
         """Brings state tables an earlier version created on this warehouse up to date, keeping their rows."""
 

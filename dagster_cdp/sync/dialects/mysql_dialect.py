@@ -111,6 +111,10 @@ class MySQLDialect(Dialect):
         """MySQL/MariaDB's default collations ignore case: `People` and `people` would share one state."""
         return mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin")
 
+    def precise_moment_type(self) -> sa.types.TypeEngine:
+        """DATETIME keeps whole seconds unless given a precision."""
+        return mysql.DATETIME(fsp=6)
+
     def key_part(self, text: str) -> str:
         if len(text.encode()) <= _KEY_BYTES:
             return text
