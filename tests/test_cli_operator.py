@@ -126,6 +126,13 @@ def _sent(sync: str, operation: str, key: str, payload: dict[str, Any], version:
     return {**(call or payload), "messageId": payload_id}
 
 
+def _people_with(known: Known, tmp_path: Path, setting: str) -> Path:
+    """A copy of the defs.yaml whose `people` sync has one more setting."""
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(known.defs.read_text().replace("max_row_attempts: 2\n", f"max_row_attempts: 2\n      {setting}\n"))
+    return changed
+
+
 def _json(call: dict[str, Any]) -> str:
     return json.dumps(call, separators=(",", ":"), ensure_ascii=False)
 
@@ -389,9 +396,7 @@ def test_plan_json_has_each_partition_s_report(known: Known) -> None:
 
 @SQLITE
 def test_plan_and_explain_with_a_cap_on_changes_per_run(known: Known, tmp_path: Path) -> None:
-    capped = tmp_path / "capped.yaml"
-    capped.write_text(known.defs.read_text().replace("      max_row_attempts: 2\n",
-                                                      "      max_row_attempts: 2\n      max_changes_per_run: 2\n"))
+    capped = _people_with(known, tmp_path, "max_changes_per_run: 2")
     entry = json.loads(cdp("plan", str(capped), "--sync", "people", "--url", known.url, "--json").stdout)["syncs"][0]
     assert (entry["inserted"] + entry["updated"] + entry["deleted"], entry["deferred"]) == (2, 1)
     text = cdp("plan", str(capped), "--sync", "people", "--url", known.url).stdout.splitlines()
@@ -403,9 +408,7 @@ def test_plan_and_explain_with_a_cap_on_changes_per_run(known: Known, tmp_path: 
 
 @WAREHOUSES
 def test_plan_reports_a_sync_the_delete_guard_stops(known: Known, tmp_path: Path) -> None:
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(known.defs.read_text().replace("      max_row_attempts: 2\n",
-                                                      "      max_row_attempts: 2\n      max_delete_fraction: 0.1\n"))
+    strict = _people_with(known, tmp_path, "max_delete_fraction: 0.1")
     entry = json.loads(cdp("plan", str(strict), "--sync", "people", "--url", known.url, "--json").stdout)["syncs"][0]
     assert entry["stops"] == (
         "Sync 'people' aborted: it would delete 1 of 4 synced keys (25%), over max_delete_fraction=10%. Nothing was "
