@@ -144,6 +144,7 @@ def _json(call: dict[str, Any]) -> str:
 def test_status_lists_every_sync_with_its_keys_acks_rejections_and_lock(known: Known) -> None:
     members = {p: sum(partition_of(k, 2) == p for k in "1235") for p in (0, 1)}
     runs = _last_runs(known)
+    assert cdp("plan", str(known.defs), "--sync", "people", "--url", known.url).exit_code == 0  # not a run of it
     result = cdp("status", "--url", known.url)
     assert result.exit_code == 0, result.output
     assert result.stdout == (
@@ -158,9 +159,10 @@ def test_status_lists_every_sync_with_its_keys_acks_rejections_and_lock(known: K
     )
     document = json.loads(cdp("status", "--json", env={"WAREHOUSE_URL": known.url}).stdout)
     store = StateStore(known.url)
-    last = {run["sync"]: json.loads(dumps(run)) for run in store.last_runs()}
+    last = {run["sync"]: json.loads(dumps(run)) for run in store.last_runs(dry_runs=False)}
     store.engine.dispose()
-    assert last["people"]["outcome"] == "succeeded" and last["people"]["rejected"] == 1
+    assert (last["people"]["outcome"], last["people"]["dry_run"], last["people"]["rejected"]) == ("succeeded", False, 1)
+    assert store.last_runs()[-1]["dry_run"] is True  # the plan's
     row = {"pending_acks": 0, "rejected_keys": 0, "locked": False}
     assert document == {"state": known.url, "history": True, "syncs": [
         {**row, "sync": "events", "live_keys": 1, "last_run": last["events"]},

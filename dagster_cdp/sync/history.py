@@ -179,13 +179,14 @@ class RunHistory:
                 tuple([row[c.name] for row in chunk] for c in columns),
             )
 
-    def last_runs(self) -> list[dict[str, Any]]:
-        """The newest run of every sync (by `started_at`), as {column: value}, in the order of the sync names."""
+    def last_runs(self, *, dry_runs: bool = True) -> list[dict[str, Any]]:
+        """The newest run of every sync (by `started_at`; without `dry_runs`, the newest real one), as {column: value},
+        in the order of the sync names."""
         if not self._exists(self.runs):
             return []
         r = self.runs.c
         newest = sa.func.row_number().over(partition_by=r.sync, order_by=r.started_at.desc()).label("cdp_newest")
-        ranked = sa.select(self.runs, newest).subquery()
+        ranked = sa.select(self.runs, newest).where(sa.true() if dry_runs else r.dry_run.is_(False)).subquery()
         statement = sa.select(*[ranked.c[c.name] for c in self.runs.columns]).where(ranked.c.cdp_newest == 1)
         with self.engine.connect() as connection:
             rows = [dict(row._mapping) for row in connection.execute(statement)]

@@ -56,7 +56,7 @@ class SyncStatus:
     pending_acks: int  # acknowledgements recorded and not folded into the state yet (a run in progress, or killed)
     rejected_keys: int  # keys whose last attempt was refused (by the API, or before sending for a bad row)
     locked: bool  # a run holds the sync's lock now
-    last_run: dict[str, Any] | None  # its newest row of the history table `{prefix}runs`
+    last_run: dict[str, Any] | None  # its newest row of the history table `{prefix}runs` that is not a dry run
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -100,8 +100,7 @@ class Status:
         run = sync.last_run
         if run is None:
             return "no run recorded" if self.history else "no history"
-        dry = " (dry run)" if run["dry_run"] else ""
-        return f"{run['outcome']}{dry} {run['started_at']:%Y-%m-%d %H:%M:%S} UTC"
+        return f"{run['outcome']} {run['started_at']:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def read_status(store: StateStore) -> Status:
@@ -157,7 +156,7 @@ def _last_runs(store: StateStore) -> tuple[bool, dict[str, dict[str, Any]]]:
     runs = store.history.runs
     if not sa.inspect(store.engine).has_table(runs.name, schema=runs.schema):
         return False, {}
-    return True, {run["sync"]: run for run in store.last_runs()}
+    return True, {run["sync"]: run for run in store.last_runs(dry_runs=False)}  # a plan is not a run
 
 
 @dataclass(frozen=True)

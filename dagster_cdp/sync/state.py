@@ -151,9 +151,10 @@ class StateStore:
     def _name(self, table: sa.Table) -> str:
         return self.engine.dialect.identifier_preparer.format_table(table)
 
-    def last_runs(self) -> list[dict[str, Any]]:
-        """The newest row of `{prefix}runs` of every sync (each partition its own), as {column: value}."""
-        return self.history.last_runs()
+    def last_runs(self, *, dry_runs: bool = True) -> list[dict[str, Any]]:
+        """The newest row of `{prefix}runs` of every sync (each partition its own), as {column: value}; without
+        `dry_runs`, its newest real run."""
+        return self.history.last_runs(dry_runs=dry_runs)
 
     def rejections(self, sync: str) -> list[dict[str, Any]]:
         """The rows of `{prefix}rejections` of a sync: its rows not synced, as of its last successful run."""
