@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -253,13 +254,19 @@ def test_explain_says_what_the_next_run_sends_for_each_key_and_why(known: Known)
         result = cdp("explain", "people", key, "--defs", str(known.defs), "--url", known.url)
         assert result.exit_code == 0, result.output
         lines = [("sync", "people"), ("key", key), ("state", described), ("rejections", rejections),
-                 ("pending acks", "none"), ("next run", why)] + ([("call", _json(call))] if call else [])
+                 ("pending acks", "none"), ("definition", str(known.defs)), ("next run", why)]
+        lines += [("call", _json(call))] if call else []
         assert result.stdout == "".join(f"{f'{name}:'.ljust(14)}{value}\n" for name, value in lines)
         document = json.loads(cdp("explain", "people", key, "--defs", str(known.defs), "--url", known.url,
                                   "--json").stdout)
         assert document["next_run"] == {"action": why.split(":")[0].replace(" ", "_"),
                                         "why": why.split(": ", 1)[1], "call": call}
         assert (document["state"] is None) == (key in ("4", "9"))
+        assert document["definition_from"] == str(known.defs)
+        recorded = json.loads(cdp("explain", "people", key, "--url", known.url, "--json").stdout)  # no --defs
+        assert {**recorded, "definition_from": None} == {**document, "definition_from": None}
+        assert re.fullmatch(r"recorded by its run [0-9a-f-]{36} of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+                            recorded["definition_from"])
     six = json.loads(cdp("explain", "people", "6", "--defs", str(known.defs), "--url", known.url, "--json").stdout)
     assert six["state"] == {"live": False, "payload_hash": None, "delete_call": None, "version": 0, "attempts": 2,
                             "failed_hash": hash_hex(canonical_json(_identify("6", "Fay"))),
@@ -294,6 +301,16 @@ def test_explain_folds_in_pending_acknowledgements_without_writing_them(known: K
         f"state:        live at the API: accepted payload {accepted}, 1 accepted call\n"
         "rejections:   none\n"
         "pending acks: 1 (folded in above, as the next run will)\n"
+        f"definition:   recorded by its run {_last_run(known, 'leads')}\n"
+        "next run:     unchanged: its payload is the accepted one: nothing to send\n"
+    )
+    engine = sa.create_engine(known.url)
+    with engine.begin() as connection:  # a history without the definition (or no history)
+        connection.execute(sa.text("DELETE FROM cdp_runs"))
+    engine.dispose()
+    unknown = cdp("explain", "leads", "l1", "--url", known.url)
+    assert unknown.stdout.endswith(
+        "pending acks: 1 (folded in above, as the next run will)\n"
         "next run:     unknown: give the sync's defs.yaml (--defs) to see what a run would send\n"
     )
     with_defs = json.loads(cdp("explain", "leads", "l1", "--defs", str(known.defs), "--url", known.url, "--json").stdout)
@@ -301,6 +318,15 @@ def test_explain_folds_in_pending_acknowledgements_without_writing_them(known: K
     store = StateStore(known.url)
     assert list(store.iter_rows("leads", chunk_rows=10)) == []  # nothing was settled
     store.engine.dispose()
+
+
+def _last_run(known: Known, sync: str) -> str:
+    """`<run_id> of <started_at> UTC` of the newest run of `sync`."""
+    store = StateStore(known.url)
+    row = store.history.recorded_definition(sync)
+    store.engine.dispose()
+    assert row is not None
+    return f"{row['run_id']} of {row['started_at']:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @WAREHOUSES

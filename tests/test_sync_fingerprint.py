@@ -155,3 +155,19 @@ def test_a_declared_sync_has_the_same_fingerprint_as_one_built_in_python():
         }
     )
     assert declared.to_definition().fingerprint_fields()["mapping"] == EXPECTED_MAPPING["objects"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_definition_recorded_as_json_is_rebuilt_the_same(name):
+    """What each run's history row keeps (`dagster-cdp explain` plans with it): every kind, every setting."""
+    import orjson
+
+    mapping, settings = CASES[name]
+    definition = SyncDefinition(
+        name=name, query="select 1", mapping=mapping, context={"ip": "0"}, integrations={"All": False},
+        max_delete_fraction=0.5, max_row_attempts=5, partitions=3, on_schema_change="sync_all_columns",
+        lock_timeout=5.0, max_calls_per_second=2.5, max_changes_per_run=10, history_days=7, **settings,
+    )
+    record = orjson.loads(orjson.dumps(definition.as_record()))
+    assert SyncDefinition.from_record(record) == definition
+    assert SyncDefinition.from_record(record).fingerprint_fields() == definition.fingerprint_fields()

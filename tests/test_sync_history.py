@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -31,6 +32,7 @@ from dagster_cdp.client import PipelinesClient
 from dagster_cdp.dagster.declared_syncs import parse_sync
 from dagster_cdp.errors import AuthenticationError
 from dagster_cdp.sync.history import RunHistory
+from dagster_cdp.sync.mapping import canonical_json
 from dagster_cdp.sync.report import SyncReport
 from tests.reliability import kill_after_requests
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, people_rows
@@ -50,6 +52,11 @@ def runs(warehouse: Warehouse, sync: str | None = None) -> list[dict[str, Any]]:
     """The rows of cdp_runs (of one sync), oldest first."""
     found = warehouse.rows(StateStore(warehouse.engine).history.runs)
     return sorted((r for r in found if sync is None or r["sync"] == sync), key=lambda r: r["started_at"])
+
+
+def recorded(definition: SyncDefinition) -> str:
+    """The definition as a run's row keeps it."""
+    return canonical_json(definition.as_record()).decode()
 
 
 def between(row: dict[str, Any], before: dt.datetime, after: dt.datetime, *moments: str) -> dict[str, Any]:
@@ -74,7 +81,7 @@ def test_a_dry_run_and_a_real_run_are_recorded(warehouse: Warehouse, emulator: E
     assert inspector.has_table("cdp_runs") and not inspector.has_table("cdp_state")  # the history, not the state
     [row] = runs(warehouse)
     assert between(row, before, middle, *MOMENTS) == {
-        "run_id": dry.run_id, "sync": "people", "partition": None, "dagster_run_id": None, "outcome": "succeeded",
+        "run_id": dry.run_id, "sync": "people", "partition": None, "definition": recorded(PEOPLE), "dagster_run_id": None, "outcome": "succeeded",
         "dry_run": True, "full_resync": False, **ZEROS, "source_rows": 30, "inserted": 30, "diff": dry.diff,
         "error": None}  # what it would have sent
     assert row["started_at"] <= row["ended_at"] and dry.history_table == "cdp_runs"
@@ -84,7 +91,7 @@ def test_a_dry_run_and_a_real_run_are_recorded(warehouse: Warehouse, emulator: E
     assert emulator.stats()["requests"] == report.requests >= 1
     [_, row] = runs(warehouse)
     assert between(row, middle, after, *MOMENTS) == {
-        "run_id": report.run_id, "sync": "people", "partition": None, "dagster_run_id": "a-dagster-run",
+        "run_id": report.run_id, "sync": "people", "partition": None, "definition": recorded(PEOPLE), "dagster_run_id": "a-dagster-run",
         "outcome": "succeeded", "dry_run": False, "full_resync": False, **counts(report), "inserted": 30,
         "diff": "portable" if warehouse.kind == "sqlite" else "in-warehouse", "error": None}
     assert StateStore(warehouse.engine).last_runs() == [runs(warehouse)[-1]]
@@ -95,6 +102,9 @@ def test_a_dry_run_and_a_real_run_are_recorded(warehouse: Warehouse, emulator: E
     assert list(newest) == ["people", "split[2/2]"]
     assert (newest["split[2/2]"]["run_id"], newest["split[2/2]"]["partition"]) == (resync.run_id, 1)
     assert newest["split[2/2]"]["full_resync"] is True and newest["people"]["run_id"] == report.run_id
+    assert newest["split[2/2]"]["definition"] == recorded(dataclasses.replace(split, partition=None))  # as declared
+    assert SyncDefinition.from_record(orjson.loads(newest["split[2/2]"]["definition"])) == dataclasses.replace(
+        split, partition=None)
 
 
 def test_failed_runs_record_the_error_and_raise_it_unchanged(warehouse: Warehouse, emulator: Emulator, client) -> None:
@@ -106,7 +116,7 @@ def test_failed_runs_record_the_error_and_raise_it_unchanged(warehouse: Warehous
         assert strict.stats()["requests"] == 1
     [row] = runs(warehouse)
     assert between(row, before, _now(), *MOMENTS) == {
-        "run_id": row["run_id"], "sync": "people", "partition": None, "dagster_run_id": "d1", "outcome": "failed",
+        "run_id": row["run_id"], "sync": "people", "partition": None, "definition": recorded(PEOPLE), "dagster_run_id": "d1", "outcome": "failed",
         "dry_run": False, "full_resync": False, **ZEROS, "source_rows": 10, "requests": 1, "bytes": row["bytes"],
         "diff": None, "error": f"AuthenticationError: {refused.value}"}  # counts as far as it got: the refused request
     assert row["bytes"] > 0
@@ -153,7 +163,7 @@ def test_a_killed_run_is_recorded_by_the_next_run(warehouse: Warehouse, emulator
     kill_after_requests(warehouse, emulator, CHILD, requests=2)
     [dead] = runs(warehouse)
     assert between(dead, before, _now(), "started_at") == {
-        "run_id": dead["run_id"], "sync": "people", "partition": None, "dagster_run_id": None, "ended_at": None,
+        "run_id": dead["run_id"], "sync": "people", "partition": None, "definition": recorded(PEOPLE), "dagster_run_id": None, "ended_at": None,
         "outcome": "running", "dry_run": False, "full_resync": False, **ZEROS, "diff": None, "error": None}
 
     with PipelinesClient("test-key", base_url=emulator.url) as client:
@@ -183,7 +193,7 @@ def test_an_interrupted_run_is_recorded_as_killed_by_itself(warehouse: Warehouse
         run_sync(PEOPLE, warehouse=warehouse.engine, client=client, log=log)
     [row] = runs(warehouse)
     assert between(row, before, _now(), *MOMENTS) == {
-        "run_id": row["run_id"], "sync": "people", "partition": None, "dagster_run_id": None, "outcome": "killed",
+        "run_id": row["run_id"], "sync": "people", "partition": None, "definition": recorded(PEOPLE), "dagster_run_id": None, "outcome": "killed",
         "dry_run": False, "full_resync": False, **ZEROS, "source_rows": 10, "diff": None,
         "error": "KeyboardInterrupt"}
     assert emulator.stats()["requests"] == 0

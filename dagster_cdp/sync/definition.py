@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from dagster_cdp.sync.declaration import CallMapping
@@ -112,6 +112,21 @@ class SyncDefinition:
                 f"Sync {self.name!r}: lookback needs `cursor` (cursor_column= in Python) and must be >= 0; got "
                 f"{self.lookback!r}."
             )
+
+    def as_record(self) -> dict[str, Any]:
+        """The definition as plain JSON data, which `from_record` rebuilds: what each run's history row keeps, so
+        `dagster-cdp explain` can plan a key as the last run would without the sync's declaration at hand."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "mapping"}
+        lookback = self.lookback
+        record["lookback"] = lookback.total_seconds() if isinstance(lookback, dt.timedelta) else lookback
+        record["context"], record["integrations"] = (dict(m) if m else None for m in (self.context, self.integrations))
+        return {**record, "mapping": {"kind": self.mapping.kind, **self.mapping.model_dump(exclude={"kind"})}}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SyncDefinition:
+        """The definition `as_record` described."""
+        mapping = dict(record["mapping"])
+        return cls(**{**record, "mapping": KINDS[mapping.pop("kind")](**mapping)})
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What the stored state depends on: changing any of it means already-sent rows may be wrong."""

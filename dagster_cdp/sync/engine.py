@@ -83,6 +83,7 @@ def run_sync(
     log = log or _log
     if client is None and not dry_run:
         raise ValueError(f"Sync {definition.name!r} needs a PipelinesClient to send with (or pass dry_run=True).")
+    declared = definition
     if definition.partitions > 1:
         if definition.partition is None:
             raise SourceError(
@@ -117,7 +118,7 @@ def run_sync(
             report=SyncReport(sync=definition.name, dry_run=dry_run, full_resync=full_resync),
         )
         try:
-            return _recorded(run, dagster_run_id)
+            return _recorded(run, dataclasses.replace(declared, partition=None), dagster_run_id)
         finally:
             if isinstance(warehouse, str):
                 engine.dispose()  # ours to close: a DuckDB file stays locked while a connection is pooled
@@ -139,9 +140,10 @@ class _Run:
     report: SyncReport  # filled in as the run goes, so a failed run's history has its counts so far
 
 
-def _recorded(run: _Run, dagster_run_id: str | None) -> SyncReport:
+def _recorded(run: _Run, declared: SyncDefinition, dagster_run_id: str | None) -> SyncReport:
     """Runs the sync with its row in the history: 'running' (committed, so a killed run leaves it), then how it
-    ended; a successful real run also replaces the sync's rejections. A failure is re-raised as it was."""
+    ended; a successful real run also replaces the sync's rejections. A failure is re-raised as it was. The row keeps
+    the sync's definition as `declared` (every partition under its declared name)."""
     definition, history = run.definition, run.store.history
     start = RunStart(
         sync=definition.name,
@@ -150,6 +152,7 @@ def _recorded(run: _Run, dagster_run_id: str | None) -> SyncReport:
         dry_run=run.dry_run,
         full_resync=run.full_resync,
         history_days=definition.history_days,
+        definition=canonical_json(declared.as_record()).decode(),
     )
     run.report.run_id, run.report.history_table = history.start(start), history.table_name()
     try:

@@ -45,6 +45,7 @@ class RunStart:
     dry_run: bool
     full_resync: bool
     history_days: int
+    definition: str  # JSON of the definition as given (`SyncDefinition.as_record`), before a partition's renaming
 
 
 class RunHistory:
@@ -69,6 +70,7 @@ class RunHistory:
             *[sa.Column(name, sa.BigInteger, nullable=False, server_default=sa.text("0")) for name in COUNTS],
             sa.Column("diff", sa.String(20), nullable=True),
             sa.Column("error", sa.Text, nullable=True),
+            sa.Column("definition", sa.Text, nullable=True),
         )
         self.rejections = sa.Table(
             f"{table_prefix}rejections",
@@ -191,6 +193,23 @@ class RunHistory:
         with self.engine.connect() as connection:
             rows = [dict(row._mapping) for row in connection.execute(statement)]
         return sorted(rows, key=lambda row: row["sync"])
+
+    def recorded_definition(self, sync: str) -> dict[str, Any] | None:
+        """The newest run row of `sync` (or, for a declared name, of any of its partitions `sync[i/N]`) that recorded
+        its definition, as {column: value}; None when there is none."""
+        if not self._exists(self.runs):
+            return None
+        r = self.runs.c
+        partitions = sa.and_(r.sync.startswith(f"{sync}[", autoescape=True), r.sync.endswith("]"))
+        statement = (
+            sa.select(self.runs)
+            .where(sa.or_(r.sync == sync, partitions), r.definition.is_not(None))
+            .order_by(r.started_at.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(statement).first()
+        return None if row is None else dict(row._mapping)
 
     def rejected_rows(self, sync: str) -> list[dict[str, Any]]:
         """The rows of a sync not synced as of its last successful run, as {column: value}, by operation and key."""

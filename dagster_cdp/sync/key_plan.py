@@ -48,16 +48,19 @@ class NextRun:
 @dataclass(frozen=True)
 class Explanation:
     view: KeyView
-    next_run: NextRun | None  # None when the sync's declaration was not given
+    next_run: NextRun | None  # None when the sync's definition is neither given nor recorded by a run
+    definition_from: str | None = None  # where the definition planned with comes from
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.view.as_json(), "next_run": None if self.next_run is None else dict(self.next_run.__dict__)}
+        next_run = None if self.next_run is None else dict(self.next_run.__dict__)
+        return {**self.view.as_json(), "next_run": next_run, "definition_from": self.definition_from}
 
     def text(self) -> str:
         lines = self.view.lines()
         if self.next_run is None:
             lines.append(("next run", "unknown: give the sync's defs.yaml (--defs) to see what a run would send"))
         else:
+            lines.append(("definition", str(self.definition_from)))
             lines.append(("next run", f"{self.next_run.action.replace('_', ' ')}: {self.next_run.why}"))
             if self.next_run.call is not None:
                 lines.append(("call", dumps(self.next_run.call).decode()))
@@ -73,7 +76,10 @@ def explain_key(
     where: str,
 ) -> Explanation:
     """The state of `key` in `sync` and, given the syncs `declared` (in the file `where`), what the next run would do
-    with it. Without them, `sync` must have state."""
+    with it. Without them, the definition its last run recorded in the history is used; failing that, `sync` must
+    have state."""
+    if declared is None and (found := _recorded(store, sync)) is not None:
+        declared, where = found
     if declared is None:
         if sync not in (names := sync_names(store)):
             state = store.engine.url.render_as_string(hide_password=True)
@@ -84,7 +90,16 @@ def explain_key(
         return Explanation(read_key(store, sync, key), None)
     definition = definition_for(declared, sync, key, where)
     view = read_key(store, definition.name, key)
-    return Explanation(view, next_run(definition, engine, store, view))
+    return Explanation(view, next_run(definition, engine, store, view), where)
+
+
+def _recorded(store: StateStore, sync: str) -> tuple[list[SyncDefinition], str] | None:
+    """The definition the newest run of `sync` recorded in the history, and a phrase saying so."""
+    row = store.history.recorded_definition(sync)
+    if row is None:
+        return None
+    recorded = SyncDefinition.from_record(orjson.loads(row["definition"]))
+    return [recorded], f"recorded by its run {row['run_id']} of {row['started_at']:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def definition_for(definitions: Sequence[SyncDefinition], sync: str, key: str, where: str) -> SyncDefinition:
