@@ -104,7 +104,8 @@ def _warehouse_options(command: F) -> F:
 @cli.command(
     short_help="Every sync's last run, live keys, pending acknowledgements, rejections and lock.",
     help="Every sync of the state tables: its last run and outcome, its keys live at the API, acknowledgements not "
-    "folded into the state yet, rejected keys, and whether a run holds its lock now. Reads only.",
+    "folded into the state yet, rejected keys, and whether a run holds its lock now. "
+    "Writes no data (probing a lock takes it for an instant).",
 )
 @_warehouse_options
 def status(url: str | None, state_url: str | None, state_schema: str | None, as_json: bool) -> None:

@@ -311,3 +311,27 @@ def test_progress_reaches_the_dagster_run_logs(emulator: Emulator, warehouse_url
     assert any(m.startswith("sync 'people': sent 2 of 2 calls (100%)") for m in messages)
     assert any(m.startswith("sync 'people': stopped at max_changes_per_run: sent 2 calls, 1 planned calls left")
                for m in messages)
+
+
+@pytest.mark.parametrize("source", ["query", "one connection"])
+def test_a_read_that_cannot_be_counted_cheaply_logs_its_progress_without_a_total(
+        tmp_path: Path, emulator: Emulator, client, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """A query would run twice to be counted; an engine of one connection (an in-memory database) would count on the
+    connection streaming the read, breaking it. Both read to the end and log counts and rates only."""
+    monkeypatch.setattr(progress, "INTERVAL_SECONDS", 0.0)
+    if source == "query":
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    else:
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("create table people (id integer, plan text)")
+        connection.exec_driver_sql("insert into people values " + ", ".join(f"({i}, 'p')" for i in range(1, 21)))
+    sync = SyncDefinition(name="people", mapping=People(id_column="id"),
+                          **({"query": "select * from people"} if source == "query" else {"table": "people"}))
+    log = Lines()
+    report = run_sync(sync, warehouse=engine, client=client, log=log.logger)
+    assert (report.inserted, len(emulator.snapshot()["people"])) == (20, 20)
+    reading = [line for line in log.lines if line.startswith("sync 'people': read ")]
+    assert len(reading) == 20
+    assert re.fullmatch(r"sync 'people': read 20 source rows, [\d.,e+-]+ rows/s", reading[-1])
+    engine.dispose()

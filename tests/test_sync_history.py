@@ -31,8 +31,8 @@ from dagster_cdp import (
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.dagster.declared_syncs import parse_sync
 from dagster_cdp.errors import AuthenticationError
-from dagster_cdp.sync.history import RunHistory
-from dagster_cdp.sync.mapping import canonical_json
+from dagster_cdp.sync.history import RunHistory, RunStart
+from dagster_cdp.sync.mapping import canonical_json, hash_hex
 from dagster_cdp.sync.report import SyncReport
 from tests.reliability import kill_after_requests
 from tests.test_sync_engine import PEOPLE, PEOPLE_COLUMNS, people_rows
@@ -151,9 +151,34 @@ def test_a_history_that_cannot_be_written_never_hides_the_runs_own_error(
     store.history = _UnwritableHistory(store.engine, store.dialect, None, "cdp_")
     with caplog.at_level(logging.WARNING), pytest.raises(SyncAbortedError, match="the source returned no rows"):
         run_sync(PEOPLE, warehouse=engine, client=client, state=store)
-    assert "sync 'people': could not record the failed run" in caplog.text
+    assert "sync 'people': could not record how it failed in cdp_runs and cdp_rejections" in caplog.text
     assert "the state database went away" in caplog.text
     assert [r["outcome"] for r in store.last_runs()] == ["running"]  # the next run records it as killed
+    engine.dispose()
+
+
+class _NoGrant(RunHistory):
+    """A history the sync's database user may not create, as with a role granted only its state tables."""
+
+    def start(self, run: RunStart) -> str:
+        raise sa.exc.ProgrammingError("CREATE TABLE cdp_runs ...", {}, Exception("permission denied for schema"))
+
+
+@pytest.mark.parametrize("history", [_NoGrant, _UnwritableHistory])
+def test_a_history_that_cannot_be_written_never_fails_a_sync(tmp_path: Path, emulator: Emulator, client,
+                                                              caplog: pytest.LogCaptureFixture, history) -> None:
+    url = sqlite_warehouse(tmp_path, "create table people (id integer, plan text)",
+                           "insert into people values (1, 'a'), (2, 'b')")
+    engine = sa.create_engine(url)
+    store = StateStore(engine)
+    store.history = history(store.engine, store.dialect, None, "cdp_")
+    with caplog.at_level(logging.WARNING):
+        report = run_sync(PEOPLE, warehouse=engine, client=client, state=store)
+    assert (report.inserted, sorted(emulator.snapshot()["people"])) == (2, ["1", "2"])
+    doing, why = (("record the run's start", "permission denied for schema") if history is _NoGrant
+                  else ("record how it ended", "the state database went away"))
+    assert f"sync 'people': could not {doing} in cdp_runs and cdp_rejections" in caplog.text and why in caplog.text
+    assert (report.run_id is None) == (history is _NoGrant)
     engine.dispose()
 
 
@@ -347,3 +372,35 @@ def test_the_asset_description_says_what_it_syncs_and_where_its_history_is() -> 
                                                            partitions=4))
     assert split.description.startswith("Syncs a SQL query to Customer.io as people (mirror mode)")
     assert split.description.endswith("where sync = 'big[1/4]' to 'big[4/4]' (one per partition).")
+
+
+def test_a_refused_call_held_back_by_the_change_cap_stays_listed(warehouse: Warehouse, emulator: Emulator,
+                                                                  client) -> None:
+    columns = {"event_id": sa.Integer, "anon_id": sa.String(20), "event": sa.String(50), "objectId": sa.String(20),
+               "objectTypeId": sa.String(5)}
+
+    def events(ids: range) -> list[dict[str, Any]]:
+        return [{"event_id": i, "anon_id": f"a{i}", "event": "Object Deleted", "objectId": f"o{i}",
+                 "objectTypeId": "x" if i == 3 else "1"} for i in ids]  # the emulator refuses "x"
+
+    table = warehouse.create("deletions", columns, events(range(1, 4)))
+    sync = SyncDefinition(name="deletions", table="deletions", mapping=Events(
+        id_column="event_id", event_column="event", anonymous_id_column="anon_id",
+        properties=["objectId", "objectTypeId"]))
+    store = StateStore(warehouse.engine)
+    first = run_sync(sync, warehouse=warehouse.engine, client=client)
+    [refused] = store.rejections("deletions")
+    assert refused == {**_rejection(first, "3", "insert"), "attempts": 1, "first_seen": refused["first_seen"],
+                       "last_seen": refused["first_seen"]}
+
+    warehouse.replace(table, events(range(1, 10)))
+    planned = sorted(["3", *map(str, range(4, 10))], key=lambda key: hash_hex(key.encode()))
+    assert planned[0] != "3"  # the capped run sends another key first (same version, then by key hash)
+    capped = run_sync(dataclasses.replace(sync, max_changes_per_run=1), warehouse=warehouse.engine, client=client)
+    assert (capped.inserted, capped.deferred, capped.rejected) == (1, 6, [])
+    assert store.rejections("deletions") == [refused]  # not sent, not accepted: still refused, as cdp_state says
+
+    with warehouse.engine.begin() as connection:
+        connection.execute(sa.update(table).where(table.c.event_id == 3).values(objectTypeId="1"))
+    done = run_sync(sync, warehouse=warehouse.engine, client=client)
+    assert (done.inserted, done.rejected, store.rejections("deletions")) == (6, [], [])

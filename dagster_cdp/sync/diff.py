@@ -238,7 +238,7 @@ class WorkFile:
             f"""
             UPDATE plan SET operation = 'deferred' WHERE operation IN ({sending}) AND key_hash NOT IN (
                 SELECT p.key_hash FROM plan p {source} WHERE p.operation IN ({sending})
-                ORDER BY p.operation = 'resync', p.version, {cursor}p.key_hash LIMIT ?
+                ORDER BY p.operation = 'resync', coalesce(p.version, 0), {cursor}p.key_hash LIMIT ?
             )""",
             [keep],
         )

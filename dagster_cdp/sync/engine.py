@@ -7,11 +7,12 @@ killed at any instant resends at most its in-flight requests, with the same dete
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -44,6 +45,7 @@ SAMPLES_PER_OPERATION = 10
 _REPORTED_AS = {"insert": "insert", "update": "update", "resync": "update", "delete": "delete"}
 
 _log = logging.getLogger("dagster_cdp.sync")
+_T = TypeVar("_T")
 
 
 def message_id(sync: str, operation: str, key: str, payload_hash: str, version: int) -> str:
@@ -154,26 +156,43 @@ def _recorded(run: _Run, declared: SyncDefinition, dagster_run_id: str | None) -
         history_days=definition.history_days,
         definition=canonical_json(declared.as_record()).decode(),
     )
-    run.report.run_id, run.report.history_table = history.start(start), history.table_name()
+    run_id = _unless_unwritable(run, "record the run's start", functools.partial(history.start, start))
+    run.report.run_id, run.report.history_table = run_id, history.table_name() if run_id else None
     try:
         with dialect_of(run.engine).bounded(run.engine), run.store.dialect.bounded(run.store.engine):
             report = _run(run)
-        if not run.dry_run:
-            history.replace_rejections(definition.name, run.report.run_id, report.rejected)
-        history.finish(run.report.run_id, report)
     except BaseException as error:  # an interrupted run too (Ctrl-C, a terminated Dagster run)
-        try:
-            history.finish(run.report.run_id, run.report, error)
-        except Exception as unrecorded:
-            run.log.warning(
-                "sync %r: could not record the failed run %s in %s: %s",
-                definition.name,
-                run.report.run_id,
-                run.report.history_table,
-                unrecorded,
+        if run_id is not None:
+            _unless_unwritable(
+                run, "record how it failed", functools.partial(history.finish, run_id, run.report, error)
             )
         raise
+    if run_id is not None:
+        if not run.dry_run:
+            replace = functools.partial(
+                history.replace_rejections, definition.name, run_id, report.rejected, run.store.still_refused
+            )
+            _unless_unwritable(run, "record its rejections", replace)
+        _unless_unwritable(run, "record how it ended", functools.partial(history.finish, run_id, report))
     return report
+
+
+def _unless_unwritable(run: _Run, doing: str, write: Callable[[], _T]) -> _T | None:
+    """History is a record of the sync, never a reason for it to fail: a history the state database refuses to write
+    (no CREATE or INSERT grant, a connection lost) is logged and the run goes on (its report then has no run_id)."""
+    try:
+        return write()
+    except sa.exc.SQLAlchemyError as error:
+        tables = f"{run.store.history.table_name()} and {run.store.history.rejections.name}"
+        run.log.warning(
+            "sync %r: could not %s in %s (%s); the sync goes on without it. Let the sync's database user create and "
+            "write those tables next to its state.",
+            run.definition.name,
+            doing,
+            tables,
+            " ".join(str(error).split())[:500],
+        )
+        return None
 
 
 def _run(run: _Run) -> SyncReport:
@@ -407,7 +426,14 @@ def _read(
 
 
 def _rows(run: _Run, cursor: CursorRead | None) -> int | None:
-    """The rows a long read reads, for its progress; None (no time left shown) when the warehouse cannot count them."""
+    """The rows a long read reads, for its progress; None (no time left shown) when counting would cost too much: a
+    `query` would run twice, and an engine without a free connection would count on the one streaming the read (a
+    single-connection pool) or wait for one."""
+    pool = run.engine.pool
+    queued = isinstance(pool, sa.pool.QueuePool) and pool.checkedout() < pool.size()
+    free = queued or isinstance(pool, sa.pool.NullPool)
+    if run.definition.table is None or not free:
+        return None
     try:
         return count_source(run.engine, run.definition, cursor)
     except sa.exc.SQLAlchemyError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +33,7 @@ COUNTS = (
 )
 _CHUNK_ROWS = 10_000
 _ERROR_CHARS = 2000  # as a state row's last_error
+_API_OPERATIONS = ("insert", "update", "delete")  # a rejection's operation when the API refused the call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,18 +136,32 @@ class RunHistory:
                 )
             )
 
-    def replace_rejections(self, sync: str, run_id: str, rejected: Sequence[RowRejection]) -> None:
+    def replace_rejections(
+        self,
+        sync: str,
+        run_id: str,
+        rejected: Sequence[RowRejection],
+        still_refused: Callable[[str, Sequence[str]], set[str]],
+    ) -> None:
         """Makes the rows a run reported the sync's rejections: rows still there keep `first_seen`, and rows refused
-        before sending count the runs in a row that found them so (rows the API refused carry their own count)."""
+        before sending count the runs in a row that found them so (rows the API refused carry their own count).
+        A call the API refused before and this run did not send (held back by max_changes_per_run) stays listed
+        while the state still holds its refusal (`still_refused(sync, keys)`)."""
         now = _now()
         t = self.rejections.c
-        previous = sa.select(t.key, t.operation, t.first_seen, t.attempts).where(t.sync == sync)
+        previous = sa.select(self.rejections).where(t.sync == sync)
+        merged = _merged(rejected)
         with self.engine.begin() as connection:
-            before = {(row.key, row.operation): (row.first_seen, row.attempts) for row in connection.execute(previous)}
+            before = {(row.key, row.operation): row for row in connection.execute(previous)}
+            unsent = [
+                key for key, operation in before if operation in _API_OPERATIONS and (key, operation) not in merged
+            ]
+            kept = still_refused(sync, unsent) if unsent else set()
             connection.execute(sa.delete(self.rejections).where(t.sync == sync))
-            rows = []
-            for (key, operation), (reason, attempts) in _merged(rejected).items():
-                first_seen, runs = before.get((key, operation), (now, 0))
+            rows = [dict(row._mapping) for (key, op), row in before.items() if key in kept and op in _API_OPERATIONS]
+            for (key, operation), (reason, attempts) in merged.items():
+                earlier = before.get((key, operation))
+                first_seen, runs = (earlier.first_seen, earlier.attempts) if earlier else (now, 0)
                 rows.append(
                     {
                         "sync": sync,

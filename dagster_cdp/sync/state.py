@@ -28,6 +28,7 @@ from dagster_cdp.sync.database import as_engine
 from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.history import RunHistory
 from dagster_cdp.sync.locks import Lock, hold, lease_table
+from dagster_cdp.sync.mapping import hash_hex
 
 _IN_CHUNK = 500
 _HASH = {"column": sa.String(32)}  # an MD5 in hex
@@ -304,6 +305,15 @@ class StateStore:
                     updated_at=_now(),
                 )
             )
+
+    def still_refused(self, sync: str, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` whose last call the API refused, as of the last `settle`."""
+        c, refused = self.state.c, set[str]()
+        with self.engine.connect() as connection:
+            for part in _chunks([hash_hex(key.encode()) for key in keys]):
+                statement = sa.select(c.key).where(c.sync == sync, c.key_hash.in_(part), c.failed_hash.is_not(None))
+                refused.update(connection.execute(statement).scalars())
+        return refused
 
     def forget(self, sync: str, key_hashes: Iterable[str]) -> None:
         """Drops keys that are gone from the source and were never accepted, so nothing needs deleting."""
