@@ -1,0 +1,93 @@
+"""The bytes of every call a sync sends, messageIds included, are pinned: a faster path must send the same calls.
+
+Pinned in tests/pinned_calls.json from the code before the first-sync speed-ups (issue 15); rewrite it only for an
+intended change of what is sent (`CDP_PIN_CALLS=1`), since a changed messageId resends what was already accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from dagster_cdp import Emulator, People, SyncDefinition, run_sync
+from dagster_cdp.client import PipelinesClient
+from dagster_cdp.sync.engine import MESSAGE_ID_NAMESPACE
+from tests.test_exactness_properties import KINDS, _create
+from tests.warehouses import Warehouse
+
+PINNED = Path(__file__).with_name("pinned_calls.json")
+COLUMNS = ["integer", "decimal", "text", "double", "moment", "flag"]
+ROWS = [
+    (2**63 - 1, Decimal("12345678901234567890.123456789012345678"), "café ☕ \"quoted\" \\ \n", 0.1, dt.datetime(1999, 12, 31, 23, 59, 59), True),
+    (-(2**63), Decimal("-0.000000000000000001"), "", -1e-7, dt.datetime(1900, 1, 1), False),
+    (0, Decimal("0"), "𝄞 emoji 😀", 1.5e300, dt.datetime(2200, 1, 1), None),
+    (None, None, None, None, None, None),
+    (42, Decimal("1.500000000000000000"), "plain", 3.0, dt.datetime(2024, 2, 29, 12, 0, 0), True),
+]
+_SENT_AT = re.compile(rb',"sentAt":"[^"]*"}$')
+
+
+def _calls(bodies: list[bytes]) -> list[str]:
+    """Each call of these /v1/batch bodies as the exact text it was sent as, sorted (the order of calls may vary),
+    then what followed the calls in each body but its `sentAt`."""
+    decoder, calls, after = json.JSONDecoder(), [], set()
+    for body in bodies:
+        text = _SENT_AT.sub(b"}", body).decode()
+        assert text.startswith('{"batch":[')
+        at = len('{"batch":[')
+        while text[at] != "]":
+            _, end = decoder.raw_decode(text, at)
+            calls.append(text[at:end])
+            at = end + (text[end] == ",")
+        after.add(text[at:])
+    return sorted(calls) + sorted(after)
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "sqlite", "postgresql"], indirect=True)
+def test_first_sync_resync_and_deletion_send_the_pinned_bytes(warehouse: Warehouse, emulator: Emulator) -> None:
+    kinds = [k for k in COLUMNS if warehouse.kind != "sqlite" or KINDS[k][2]]
+    rows = [tuple(v for k, v in zip(COLUMNS, row) if k in kinds) for row in ROWS]
+    _create(warehouse, "people", kinds, rows)
+    warehouse.release()
+    bodies: list[bytes] = []
+    sync = SyncDefinition(name="pinned", table="people", mapping=People(id_column="id"), mode="mirror",
+                          max_delete_fraction=1.0)
+    sent = {}
+    with PipelinesClient("test-key", base_url=emulator.url, max_retry_seconds=20) as client:
+        client._http.event_hooks["request"].append(lambda request: bodies.append(request.read()))
+        for run, full_resync in (("first", False), ("resync", True)):
+            run_sync(sync, warehouse=warehouse.url, client=client, full_resync=full_resync)
+            sent[run], bodies[:] = _calls(bodies), []
+            _message_ids_follow_the_scheme(warehouse, sent[run], version=0 if run == "first" else 1)
+        with sa.create_engine(warehouse.url).begin() as connection:
+            connection.exec_driver_sql("DELETE FROM people WHERE id IN (0, 3)")
+        warehouse.release()
+        run_sync(sync, warehouse=warehouse.url, client=client)
+        sent["deletion"] = _calls(bodies)
+    assert [len(sent[run]) for run in sent] == [len(rows) + 1, len(rows) + 1, 3]
+    if os.environ.get("CDP_PIN_CALLS"):
+        pinned = json.loads(PINNED.read_text()) if PINNED.exists() else {}
+        PINNED.write_text(json.dumps({**pinned, warehouse.kind: sent}, indent=1, ensure_ascii=False) + "\n")
+    assert sent == json.loads(PINNED.read_text())[warehouse.kind]
+
+
+def _message_ids_follow_the_scheme(warehouse: Warehouse, calls: list[str], version: int) -> None:
+    """uuid5 of `sync|operation|key|payload_hash|version` (engine.message_id), from the accepted state."""
+    engine = sa.create_engine(warehouse.url)
+    with engine.connect() as connection:
+        hashes = dict(connection.exec_driver_sql("SELECT key, payload_hash FROM cdp_state").fetchall())
+    engine.dispose()
+    operation = "insert" if version == 0 else "resync"
+    for call in calls[:-1]:
+        sent = json.loads(call)
+        name = f"pinned|{operation}|{sent['userId']}|{hashes[sent['userId']]}|{version}"
+        assert sent["messageId"] == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
