@@ -14,13 +14,16 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dagster_cdp import Emulator, People, SyncDefinition, run_sync
 from dagster_cdp.client import PipelinesClient
-from dagster_cdp.sync.engine import MESSAGE_ID_NAMESPACE
+from dagster_cdp.encoding import utc_iso
+from dagster_cdp.sync.engine import MESSAGE_ID_NAMESPACE, message_id, send_once_message_id
+from dagster_cdp.sync.values import to_json_value
 from tests.test_exactness_properties import KINDS, _create
 from tests.warehouses import Warehouse
 
@@ -91,3 +94,22 @@ def _message_ids_follow_the_scheme(warehouse: Warehouse, calls: list[str], versi
         sent = json.loads(call)
         name = f"pinned|{operation}|{sent['userId']}|{hashes[sent['userId']]}|{version}"
         assert sent["messageId"] == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+
+
+NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(sync=NAMES, operation=st.sampled_from(["insert", "update", "resync", "delete"]), key=NAMES,
+       payload_hash=st.text("0123456789abcdef", min_size=32, max_size=32), version=st.integers(0, 2**40))
+def test_message_ids_are_uuid5_of_the_documented_names(sync: str, operation: str, key: str, payload_hash: str,
+                                                       version: int) -> None:
+    name = f"{sync}|{operation}|{key}|{payload_hash}|{version}"
+    assert message_id(sync, operation, key, payload_hash, version) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+    assert send_once_message_id(sync, key) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sync}|once|{key}"))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(moment=st.datetimes(dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999)))
+def test_a_naive_datetime_is_sent_as_utc_iso(moment: dt.datetime) -> None:
+    assert to_json_value(moment, "c") == utc_iso(moment)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import time
 import uuid
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from dagster_cdp.delivery_report import BatchResult
 
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c7a4e-2d1b-5c8e-9a3f-6b7d8e9f0a1b")
+_NAMESPACE_SHA1 = hashlib.sha1(MESSAGE_ID_NAMESPACE.bytes)  # uuid5's hash of the namespace, continued per name
 SAMPLES_PER_OPERATION = 10
 _REPORTED_AS = {"insert": "insert", "update": "update", "resync": "update", "delete": "delete"}
 
@@ -54,12 +56,24 @@ def message_id(sync: str, operation: str, key: str, payload_hash: str, version: 
     `version` (accepted calls so far for the key) makes every new send distinct: without it a row that goes
     A -> B -> A -> B, or is deleted and comes back unchanged, would repeat an old id and be de-duplicated away.
     """
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sync}|{operation}|{key}|{payload_hash}|{version}"))
+    return _uuid5(f"{sync}|{operation}|{key}|{payload_hash}|{version}")
 
 
 def send_once_message_id(sync: str, key: str) -> str:
     """A send-once key (an event id, an alias pair) has one messageId ever, whatever its row holds when sent."""
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sync}|once|{key}"))
+    return _uuid5(f"{sync}|once|{key}")
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))`, a few times faster (one per call sent): the namespace is
+    hashed once, and the version and variant bits are set on the digest's bytes."""
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(name.encode())
+    digest = bytearray(sha1.digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def run_sync(

@@ -41,6 +41,8 @@ def to_json_value(value: Any, column: str) -> Any:
         return value
     if kind is int:
         return value if value in ORJSON_INTEGERS else Decimal(value)
+    if kind is dt.datetime and value.tzinfo is None:  # a naive one is UTC: utc_iso's text, without its conversions
+        return value.isoformat() + "Z"
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
