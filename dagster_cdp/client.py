@@ -30,7 +30,7 @@ from dagster_cdp.calls import problem_with
 from dagster_cdp.delivery_report import BatchResult, DeliveryReport, Rejection
 from dagster_cdp.encoding import encode
 from dagster_cdp.errors import AuthenticationError, CdpError, DeliveryError, InvalidMessageError
-from dagster_cdp.packing import MAX_CALL_BYTES, Batch, BatchPacker, sent_at_now
+from dagster_cdp.packing import MAX_CALL_BYTES, Batch, BatchPacker, EncodedCall, sent_at_now
 from dagster_cdp.rate_limit import RateLimiter
 
 Region = Literal["us", "eu"]
@@ -76,6 +76,17 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def _within_limit(message: dict[str, Any], encoded: bytes) -> bytes | Rejection:
+    """The encoded call, or why it must not be sent: the API silently drops a call over its size limit."""
+    if len(encoded) > MAX_CALL_BYTES:
+        return Rejection(
+            message,
+            f"the call is {len(encoded):,} bytes; the API's limit is {MAX_CALL_BYTES:,} bytes a call "
+            "and it silently drops larger ones",
+        )
+    return encoded
 
 
 def check_base_url(base_url: str) -> str:
@@ -277,7 +288,7 @@ class PipelinesClient:
 
     def deliver(
         self,
-        messages: Iterable[dict[str, Any]],
+        messages: Iterable[dict[str, Any] | EncodedCall],
         *,
         context: dict[str, Any] | None = None,
         integrations: dict[str, Any] | None = None,
@@ -309,7 +320,9 @@ class PipelinesClient:
                 error.report = delivered
                 raise
 
-    def _deliver(self, messages: Iterable[dict[str, Any]], packer: BatchPacker) -> Generator[BatchResult, None, None]:
+    def _deliver(
+        self, messages: Iterable[dict[str, Any] | EncodedCall], packer: BatchPacker
+    ) -> Generator[BatchResult, None, None]:
         """`deliver` but for its report: packs, sends concurrently, and stops at a request failed for good."""
         pending: set[Future[BatchResult]] = set()
         refused = BatchResult()
@@ -371,10 +384,13 @@ class PipelinesClient:
             raise (auth or failures)[0]
 
     def _batches(
-        self, messages: Iterable[dict[str, Any]], packer: BatchPacker, refused: BatchResult
+        self, messages: Iterable[dict[str, Any] | EncodedCall], packer: BatchPacker, refused: BatchResult
     ) -> Generator[Batch, None, None]:
-        for message in messages:
-            encoded = self._prepare(message)
+        for given in messages:
+            if isinstance(given, EncodedCall):
+                message, encoded = given.message, _within_limit(given.message, given.encoded)
+            else:
+                message, encoded = given, self._prepare(given)
             if isinstance(encoded, Rejection):
                 refused.rejected.append(encoded)
                 continue
@@ -394,13 +410,7 @@ class PipelinesClient:
             encoded = encode(message)
         except InvalidMessageError as exc:
             return Rejection(message, str(exc))
-        if len(encoded) > MAX_CALL_BYTES:
-            return Rejection(
-                message,
-                f"the call is {len(encoded):,} bytes; the API's limit is {MAX_CALL_BYTES:,} bytes a call "
-                "and it silently drops larger ones",
-            )
-        return encoded
+        return _within_limit(message, encoded)
 
     def _send_batch(self, packer: BatchPacker, batch: Batch) -> BatchResult:
         """Send one batch; when strict mode refuses it, split it until the bad calls are isolated."""

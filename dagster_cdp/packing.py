@@ -19,6 +19,16 @@ MAX_BODY_BYTES = 500_000
 _SENT_AT_LENGTH = len("2026-01-01T00:00:00.000000Z")
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedCall:
+    """A call its sender has checked (`calls.problem_with`) and encoded (`encoding.encode`) itself, for the client to
+    send as is once it has checked its size: the sync engine sends millions, already checked when mapped.
+    `message` stands for the call in results (accepted, rejected): its messageId at least."""
+
+    message: dict[str, Any]
+    encoded: bytes
+
+
 def sent_at_now() -> bytes:
     """The `sentAt` stamp of a request, always the same length so sizes stay exact."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()

@@ -14,7 +14,7 @@ import dagster_cdp.client as client_module
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp import Emulator, FaultConfig
 from dagster_cdp.errors import AuthenticationError, DeliveryError, InvalidMessageError
-from dagster_cdp.packing import MAX_BODY_BYTES, MAX_CALL_BYTES
+from dagster_cdp.packing import MAX_BODY_BYTES, MAX_CALL_BYTES, EncodedCall
 
 KEY = "test-key-0123456789"
 
@@ -175,6 +175,20 @@ def test_oversized_and_invalid_calls_are_rejected_and_the_rest_delivered(emulato
     assert "event" in reasons["u20"]
     assert "inf" in reasons["u30"]
     assert set(people(emulator)) == {f"u{i}" for i in range(50)} - {"u10", "u20", "u30"}
+
+
+def test_calls_encoded_by_the_sender_arrive_as_given_and_oversized_ones_are_refused(emulator, client):
+    calls: list = [{"type": "identify", "userId": "u0", "traits": {"as": "dict"}}]
+    calls += [EncodedCall({"messageId": f"m{i}"}, b'{"type":"identify","userId":"u%d","traits":{"n":%d},"messageId":"m%d"}'
+                          % (i, i, i)) for i in range(1, 4)]
+    oversized = b'{"type":"identify","userId":"u4","traits":{"bio":"%s"},"messageId":"m4"}' % (b"x" * MAX_CALL_BYTES)
+    calls.append(EncodedCall({"messageId": "m4"}, oversized))
+    results = list(client.deliver(calls))
+    assert sorted(m["messageId"] for r in results for m in r.accepted)[1:] == ["m1", "m2", "m3"]
+    [refused] = [rejection for r in results for rejection in r.rejected]
+    assert refused.message == {"messageId": "m4"} and "32,000 bytes" in refused.reason
+    assert {k: v["traits"] for k, v in people(emulator).items()} == {"u0": {"as": "dict"}, "u1": {"n": 1},
+                                                                     "u2": {"n": 2}, "u3": {"n": 3}}
 
 
 def test_batch_level_context_reaches_every_call(emulator, client):

@@ -30,6 +30,7 @@ _SOURCE_COLUMNS = {
     "cursor": "BIGINT",
     "row_hash": "VARCHAR",
     "row_check": "BIGINT",
+    "checked": "BOOLEAN",
 }
 _STATE_COLUMNS = state_field_types("VARCHAR")
 # The plan's names of stored state fields whose own names its source row's fields have (the others keep theirs).
@@ -53,9 +54,9 @@ class PlannedCall:
     operation: str
     key_hash: str
     key: str
-    payload_hash: str  # of `call`; for a deletion, the accepted hash being deleted
-    call: dict
-    delete_call: dict | None  # the call that will delete this row later
+    payload_hash: str  # of the call; for a deletion, the accepted hash being deleted
+    payload: str  # the call as JSON, without its messageId
+    delete_call: str | None  # the call that will delete this row later, as JSON
     version: int  # accepted calls so far for this key: part of the messageId, so no two sends share one
     accepted_hash: str | None
     accepted_delete_call: str | None
@@ -63,6 +64,11 @@ class PlannedCall:
     failed_hash: str | None
     row_hash: str | None  # the warehouse's hash of the row being sent, recorded when it is accepted
     accepted_row_hash: str | None
+    checked: bool  # the call passed the client's checks when mapped (MappedRow.checked)
+
+    @property
+    def call(self) -> dict[str, Any]:
+        return exact_loads(self.payload)
 
 
 class WorkFile:
@@ -107,6 +113,7 @@ class WorkFile:
                     r.cursor,
                     r.row_hash,
                     r.check,
+                    r.checked,
                 )
                 for r in rows
             ),
@@ -184,6 +191,7 @@ class WorkFile:
                        st.failed_hash = s.payload_hash AND st.attempts >= {int(max_row_attempts)} AS exhausted,
                        st.version, st.payload_hash AS accepted_hash, st.delete_call AS accepted_delete_call,
                        st.attempts, st.failed_hash, st.last_error, s.row_hash, st.row_hash AS accepted_row_hash,
+                       s.checked,
                        CASE WHEN {"st.payload_hash IS NOT NULL" if send_once else "FALSE"} THEN 'unchanged'
                             WHEN s.problem IS NOT NULL THEN 'problem'
                             WHEN st.payload_hash IS NULL THEN 'insert'
@@ -198,11 +206,12 @@ class WorkFile:
                         THEN 'rejected ' || attempts || ' times, not retried: ' || last_error
                         ELSE reason END AS reason,
                    coalesce(version, 0) AS version, accepted_hash, accepted_delete_call,
-                   coalesce(attempts, 0) AS attempts, failed_hash, operation AS intended, row_hash, accepted_row_hash
+                   coalesce(attempts, 0) AS attempts, failed_hash, operation AS intended, row_hash, accepted_row_hash,
+                   checked
             FROM classified
             UNION ALL
             SELECT 'duplicate', key_hash, key, NULL, NULL, NULL, n || ' source rows share this key; none was sent',
-                   0, NULL, NULL, 0, NULL, NULL, NULL, NULL
+                   0, NULL, NULL, 0, NULL, NULL, NULL, NULL, FALSE
             FROM counted WHERE n > 1
             UNION ALL
             SELECT CASE WHEN st.payload_hash IS NULL AND st.version = 0 THEN 'forget'
@@ -214,7 +223,7 @@ class WorkFile:
                    CASE WHEN st.failed_hash = '{DELETE_MARK}'
                         THEN 'deletion rejected ' || st.attempts || ' times, not retried: ' || st.last_error END,
                    st.version, st.payload_hash, st.delete_call, st.attempts, st.failed_hash, 'delete',
-                   NULL, st.row_hash
+                   NULL, st.row_hash, FALSE
             FROM state st ANTI JOIN counted c USING (key_hash)
         """)
 
@@ -342,7 +351,7 @@ class WorkFile:
             placeholders = ", ".join("?" for _ in operations)
             sql = (
                 f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
-                f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash "
+                f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash, coalesce(checked, FALSE) "
                 f"FROM plan WHERE operation IN ({placeholders})"
             )
             if limit is not None:
@@ -350,15 +359,7 @@ class WorkFile:
             cursor.execute(sql, list(operations))
             while chunk := cursor.fetchmany(FETCH_ROWS):
                 for row in chunk:
-                    yield PlannedCall(
-                        row[0],
-                        row[1],
-                        row[2],
-                        row[3],
-                        exact_loads(row[4]),
-                        orjson.loads(row[5]) if row[5] else None,
-                        *row[6:],
-                    )
+                    yield PlannedCall(*row)
         finally:
             cursor.close()
 

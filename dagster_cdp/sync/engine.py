@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import sqlalchemy as sa
 
+from dagster_cdp.packing import EncodedCall
 from dagster_cdp.rate_limit import RateLimiter
 from dagster_cdp.sync.cursor import next_mark
 from dagster_cdp.sync.database import as_engine, check_connects
@@ -26,7 +27,7 @@ from dagster_cdp.sync.dialects import dialect_of, reading_session
 from dagster_cdp.sync.diff import DELETE_MARK, SENDING, PlannedCall, WorkFile
 from dagster_cdp.sync.history import RunStart
 from dagster_cdp.sync.locks import database_turns
-from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex, json_text
+from dagster_cdp.sync.mapping import MappedRow, RowMapper, ValueColumns, canonical_json, hash_hex
 from dagster_cdp.sync.partitions import partition_name, partition_of
 from dagster_cdp.sync.progress import Progress
 from dagster_cdp.sync.pushdown import Pushdown, plan_pushdown
@@ -485,12 +486,22 @@ def _guard(run: _Run, work: WorkFile, counts: dict[str, int], report: SyncReport
 
 def outgoing_call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str, Any]:
     """A planned call as a run sends it: with its deterministic messageId."""
+    return {**planned.call, "messageId": _message_id_of(sync, planned, send_once)}
+
+
+def _message_id_of(sync: str, planned: PlannedCall, send_once: bool) -> str:
     if send_once:
-        return {**planned.call, "messageId": send_once_message_id(sync, planned.key)}
-    return {
-        **planned.call,
-        "messageId": message_id(sync, planned.operation, planned.key, planned.payload_hash, planned.version),
-    }
+        return send_once_message_id(sync, planned.key)
+    return message_id(sync, planned.operation, planned.key, planned.payload_hash, planned.version)
+
+
+def _outgoing(sync: str, planned: PlannedCall, send_once: bool) -> tuple[str, dict[str, Any] | EncodedCall]:
+    """(messageId, the call as the client takes it): a call checked when mapped goes as its JSON with the messageId
+    spliced in, the bytes `encoding.encode` would make of the call with it (its last field), without parsing it."""
+    mid = _message_id_of(sync, planned, send_once)
+    if not planned.checked:
+        return mid, {**planned.call, "messageId": mid}
+    return mid, EncodedCall({"messageId": mid}, f'{planned.payload[:-1]},"messageId":"{mid}"}}'.encode())
 
 
 def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
@@ -511,12 +522,12 @@ def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
     unsettled: list[str] = []
     pace = _pace(definition.max_calls_per_second)
 
-    def calls() -> Iterator[dict[str, Any]]:
+    def calls() -> Iterator[dict[str, Any] | EncodedCall]:
         for planned in work.calls():
             if pace is not None:
                 pace.acquire()
-            call = outgoing_call(definition.name, planned, definition.send_once)
-            in_flight[call["messageId"]] = planned
+            mid, call = _outgoing(definition.name, planned, definition.send_once)
+            in_flight[mid] = planned
             yield call
 
     progress = Progress(log, f"sync {definition.name!r}: sent", "calls", _sending(work.counts()))
@@ -572,7 +583,7 @@ def _acknowledgements(result: BatchResult, in_flight: dict[str, PlannedCall], re
                 planned.key_hash,
                 planned.key,
                 payload_hash=planned.payload_hash,
-                delete_call=json_text(planned.delete_call),
+                delete_call=planned.delete_call,
                 version=planned.version + 1,
                 row_hash=planned.row_hash,
             )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dagster_cdp.calls import problem_with
 from dagster_cdp.encoding import dumps
 from dagster_cdp.packing import MAX_CALL_BYTES
 from dagster_cdp.sync.cursor import encode
@@ -45,6 +46,8 @@ class MappedRow:
     cursor: int | None = None  # the encoded cursor column value, for incremental reads
     check: int = 0  # the warehouse's check of the row's key columns, tallied below the cursor mark (`cursor`)
     row_hash: str | None = None  # the warehouse's hash of the row's columns (in-warehouse diff only)
+    # the call passed the client's checks here, so it may be sent as its JSON with the messageId spliced in
+    checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,8 @@ class RowMapper:
                 problem=f"call is {len(encoded) + _MESSAGE_ID_FIELD:,} bytes encoded, over the API's "
                 f"{MAX_CALL_BYTES:,}-byte limit per call; trim the mapped columns",
             )
-        return MappedRow(key, key_hash, payload, hash_hex(encoded), delete_call)
+        checked = "messageId" not in payload and problem_with(payload) is None  # the client's check, once here
+        return MappedRow(key, key_hash, payload, hash_hex(encoded), delete_call, checked=checked)
 
     def _key_part(self, row: Sequence[Any], column: str) -> str | None:
         part = to_key_part(row[self._index[column]], column)
