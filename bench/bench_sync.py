@@ -3,6 +3,7 @@
     python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
                                [--mariadb 100000 1000000] [--sqlite 100000] [--relationships 1000000]
                                [--snowflake 20000]
+    python bench/bench_sync.py --rows 100000000      # one DuckDB people table of any size, nothing else
 
 People tables of each size on each database, and relationships tables (a person in an account, keyed by
 the pair) of the `--relationships` sizes on DuckDB and PostgreSQL (`sync_once.py --kind relationships` makes
@@ -141,9 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relationships", type=int, nargs="*", default=[1_000_000],
                         help="sizes of relationships tables, on DuckDB and PostgreSQL")
     parser.add_argument("--snowflake", type=int, nargs="*", default=[20_000], help="table sizes (fakesnow)")
+    parser.add_argument("--rows", type=int, nargs="+", metavar="N",
+                        help="only DuckDB people tables of these sizes, e.g. --rows 100000000 (the other databases and "
+                        "kinds are skipped)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
+    if args.rows:
+        args.duckdb, args.postgres, args.mariadb, args.sqlite, args.relationships, args.snowflake = (
+            args.rows, [], [], [], [], [])
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     print(f"{'database':<10} {'kind':<13} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} "
