@@ -6,6 +6,8 @@ reached says so, with its URL and the driver's reason, before a sync starts inst
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 
 from dagster_cdp.sync.sync_errors import SourceError
@@ -121,3 +123,13 @@ def driver_reason(error: sa.exc.DBAPIError, engine: sa.Engine) -> str:
     reason = " ".join(str(error.orig).split())
     password = engine.url.password
     return reason.replace(password, "***") if password else reason
+
+
+def utc_now() -> dt.datetime:
+    """Now, as the state and history tables store moments: UTC, without a time zone."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def abridged(text: str) -> str:
+    """An error or a rejection's reason at the length the state and history tables keep."""
+    return text[:2000]

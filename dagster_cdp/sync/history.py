@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from dagster_cdp.sync.database import abridged, utc_now
 from dagster_cdp.sync.dialects import Dialect
 from dagster_cdp.sync.report import RowRejection, SyncReport
 
@@ -32,7 +33,6 @@ COUNTS = (
     "retries",
 )
 _CHUNK_ROWS = 10_000
-_ERROR_CHARS = 2000  # as a state row's last_error
 _API_OPERATIONS = ("insert", "update", "delete")  # a rejection's operation when the API refused the call
 
 
@@ -97,7 +97,7 @@ class RunHistory:
         """Records a run as 'running' (committed) and returns its id; the sync's 'running' rows are dead, so they
         become 'killed', and its rows older than `history_days` go."""
         self._create()
-        run_id, now = str(uuid.uuid4()), _now()
+        run_id, now = str(uuid.uuid4()), utc_now()
         r = self.runs.c
         found = (
             "The process stopped before this run ended (killed, out of memory, or its machine went down); "
@@ -128,7 +128,7 @@ class RunHistory:
                 .where(self.runs.c.run_id == run_id)
                 .values(
                     outcome="succeeded" if error is None else "failed" if isinstance(error, Exception) else "killed",
-                    ended_at=_now(),
+                    ended_at=utc_now(),
                     **counts,
                     rejected=len(report.rejected),
                     diff=report.diff if error is None else None,
@@ -147,7 +147,7 @@ class RunHistory:
         before sending count the runs in a row that found them so (rows the API refused carry their own count).
         A call the API refused before and this run did not send (held back by max_changes_per_run) stays listed
         while the state still holds its refusal (`still_refused(sync, keys)`)."""
-        now = _now()
+        now = utc_now()
         t = self.rejections.c
         previous = sa.select(self.rejections).where(t.sync == sync)
         merged = _merged(rejected)
@@ -263,19 +263,11 @@ def _merged(rejected: Sequence[RowRejection]) -> dict[tuple[str, str], tuple[str
     for found, texts in reasons.items():
         distinct = "; ".join(dict.fromkeys(texts))
         reason = distinct if len(texts) == 1 else f"{len(texts):,} rows: {distinct}"
-        merged[found] = (_abridged(reason), attempts[found])
+        merged[found] = (abridged(reason), attempts[found])
     return merged
 
 
 def _described(error: BaseException) -> str:
     """`Type: message`, abridged; the bare type for an error without a message (KeyboardInterrupt)."""
     text = str(error)
-    return _abridged(f"{type(error).__name__}: {text}" if text else type(error).__name__)
-
-
-def _abridged(text: str) -> str:
-    return text[:_ERROR_CHARS]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return abridged(f"{type(error).__name__}: {text}" if text else type(error).__name__)

@@ -24,7 +24,7 @@ from pathlib import Path
 import filelock
 import sqlalchemy as sa
 
-from dagster_cdp.sync.database import unreachable
+from dagster_cdp.sync.database import unreachable, utc_now
 from dagster_cdp.sync.sync_errors import DatabaseFileBusyError, SyncLockedError
 
 _POLL_SECONDS = 0.2
@@ -289,7 +289,7 @@ def lease_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 def _expiry(seconds: float) -> dt.datetime:
     """UTC, naive: `seconds` from now."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
+    return utc_now() + dt.timedelta(seconds=seconds)
 
 
 class ClaimLease(Lease):

@@ -24,7 +24,7 @@ import orjson
 import sqlalchemy as sa
 
 from dagster_cdp.sync.cursor import CursorMark, Tally
-from dagster_cdp.sync.database import as_engine
+from dagster_cdp.sync.database import abridged, as_engine, utc_now
 from dagster_cdp.sync.dialects import Dialect, dialect_of
 from dagster_cdp.sync.history import RunHistory
 from dagster_cdp.sync.locks import Lock, hold, lease_table
@@ -194,7 +194,7 @@ class StateStore:
             connection.execute(sa.delete(self.syncs).where(self.syncs.c.sync == sync))
             connection.execute(
                 sa.insert(self.syncs).values(
-                    sync=sync, fingerprint=fingerprint, definition=orjson.dumps(fields).decode(), updated_at=_now()
+                    sync=sync, fingerprint=fingerprint, definition=orjson.dumps(fields).decode(), updated_at=utc_now()
                 )
             )
 
@@ -216,7 +216,7 @@ class StateStore:
         """
         if not keys:
             return
-        now = _now()
+        now = utc_now()
         self._seq = max(self._seq + 1, time.time_ns())  # orders appends, so the latest of a key wins
         with self.engine.begin() as connection:
             if self.dialect.array_parameter is not None:
@@ -228,7 +228,7 @@ class StateStore:
                     {
                         "sync": sync,
                         **{name: getattr(k, name) for name in STATE_FIELDS},
-                        "last_error": _abridged(k.last_error),
+                        "last_error": abridged(k.last_error) if k.last_error else None,
                         "updated_at": now,
                         "seq": self._seq,
                     }
@@ -244,7 +244,7 @@ class StateStore:
         row (a first sync's versions, attempts, errors) is bound once: binding a list costs DuckDB ~1 ms a column."""
         columns = state_field_types(self.dialect.text_type)
         values = {name: [getattr(k, name) for k in keys] for name in columns}
-        values["last_error"] = [_abridged(error) for error in values["last_error"]]
+        values["last_error"] = [abridged(error) if error else None for error in values["last_error"]]
         table = self.engine.dialect.identifier_preparer.format_table(self.acks)
         uniform = {n for n, v in values.items() if n != "key_hash" and v.count(v[0]) == len(v)}  # key_hash: the rows
         selected = ", ".join(
@@ -307,7 +307,7 @@ class StateStore:
                     mark=mark.value,
                     below_rows=mark.below.rows if mark.below else None,
                     below_check=mark.below.check if mark.below else None,
-                    updated_at=_now(),
+                    updated_at=utc_now(),
                 )
             )
 
@@ -344,15 +344,6 @@ def _state_columns(dialect: Dialect, *, primary_key: bool | None = None) -> list
     ]
 
 
-def _abridged(error: str | None) -> str | None:
-    """The stored length of a rejection's reason."""
-    return error[:2000] if error else None
-
-
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
