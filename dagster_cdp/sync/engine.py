@@ -6,8 +6,10 @@ killed at any instant resends at most its in-flight requests, with the same dete
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import logging
 import time
@@ -157,6 +159,18 @@ class _Run:
     report: SyncReport  # filled in as the run goes, so a failed run's history has its counts so far
 
 
+@contextlib.contextmanager
+def _objects_kept_out_of_gc() -> Iterator[None]:
+    """Sets the objects alive before the run aside from the cyclic garbage collector's full collections while it
+    runs (`gc.freeze`): a run allocates millions of short-lived objects, and each full collection would otherwise walk
+    the whole heap again (Dagster's, a host's), ~6% of a first sync. Garbage the run makes is collected as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _recorded(run: _Run, declared: SyncDefinition, dagster_run_id: str | None) -> SyncReport:
     """Runs the sync with its row in the history: 'running' (committed, so a killed run leaves it), then how it
     ended; a successful real run also replaces the sync's rejections. A failure is re-raised as it was. The row keeps
@@ -174,7 +188,11 @@ def _recorded(run: _Run, declared: SyncDefinition, dagster_run_id: str | None) -
     run_id = _unless_unwritable(run, "record the run's start", functools.partial(history.start, start))
     run.report.run_id, run.report.history_table = run_id, history.table_name() if run_id else None
     try:
-        with dialect_of(run.engine).bounded(run.engine), run.store.dialect.bounded(run.store.engine):
+        with (
+            dialect_of(run.engine).bounded(run.engine),
+            run.store.dialect.bounded(run.store.engine),
+            _objects_kept_out_of_gc(),
+        ):
             report = _run(run)
     except BaseException as error:  # an interrupted run too (Ctrl-C, a terminated Dagster run)
         if run_id is not None:

@@ -16,6 +16,7 @@ from dagster_cdp.sync.definition import SyncDefinition
 from dagster_cdp.sync.sync_errors import SourceError
 from dagster_cdp.sync.values import BadValueError, Unreadable, to_json_value, to_key_part
 
+_AS_THEY_ARE = frozenset({str, bool, type(None)})  # what `to_json_value` returns unchanged, checked first there
 _MESSAGE_ID_FIELD = len(b',"messageId":""') + 36  # every messageId we send is a 36-character uuid
 
 
@@ -115,7 +116,8 @@ class RowMapper:
         column = ""
         try:
             for column, index in self._values:
-                values[column] = to_json_value(row[index], column)
+                value = row[index]  # text, NULL and booleans are sent as they are: no call for the commonest values
+                values[column] = value if type(value) in _AS_THEY_ARE else to_json_value(value, column)
         except RecursionError:
             raise BadValueError(f"column {column!r} holds JSON nested too deep to send") from None
         return values
