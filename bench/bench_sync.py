@@ -26,6 +26,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any
 from common import EmulatorProcess, fakesnow_server, run_timed
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
 API_KEY = "bench-key"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dcdp_bench"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -41,6 +44,7 @@ STYLES = {"duckdb": "-o", "postgresql": "--s", "mariadb": ":^", "sqlite": "-.v",
 RUNS = ("first", "no-op", "1% changed")
 MARKS = {"no-op seconds": 60.0, "1% changed seconds": 90.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.5,
          "duckdb relationships / people no-op at 1M": 2.0, "postgresql relationships / people no-op at 1M": 2.0}
+DAGSTER_RATIO_MARK = 2.0  # a first sync through the example's Dagster CLI against push.py sending as many calls
 
 
 def step(args: list[str]) -> None:
@@ -78,6 +82,45 @@ def bench(emulator: EmulatorProcess, database: str, url: str, rows: int, kind: s
               f"{result['peak_rss_mib']:>8.1f} {result['calls']:>11,} {result['rows_per_second']:>12,} "
               f"{result['diff']}", flush=True)
     return results
+
+
+def through_dagster(emulator: EmulatorProcess, rows: int, workdir: Path) -> dict[str, Any]:
+    """The example's public CLI (`dagster asset materialize -m example_repo.definitions --select cdp_people`) on a
+    DuckDB people table of `rows`, then bench/push.py sending as many calls; each a whole process, timed."""
+    path = workdir / f"people-{rows}-dagster.duckdb"
+    path.unlink(missing_ok=True)
+    step(["prepare", "--warehouse", f"duckdb:///{path}", "--rows", str(rows)])
+    home = workdir / "dagster_home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    shutil.copy(REPO / "example_repo" / "dagster_home" / "dagster.yaml", home)
+    env = {**os.environ, "WAREHOUSE_URL": f"duckdb:///{path}", "CDP_API_KEY": API_KEY, "CDP_BASE_URL": emulator.url,
+           "DAGSTER_HOME": str(home), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    # Not timed: a fresh clone's first import of the example parses its dbt project once.
+    subprocess.run([sys.executable, "-c", "import example_repo.definitions"], env=env, cwd=REPO, check=True)
+    dagster = Path(sys.executable).with_name("dagster")
+    timed = {}
+    for name, command, environment in (
+        ("dagster", [str(dagster), "asset", "materialize", "-m", "example_repo.definitions", "--select", "cdp_people"],
+         env),
+        ("push", [sys.executable, str(BENCH_DIR / "push.py"), "--base-url", emulator.url, "--api-key", API_KEY,
+                  "--messages", str(rows)], None),
+    ):
+        emulator.reset()
+        done = run_timed(command, env=environment, cwd=REPO)
+        calls = emulator.stats()["calls_received"]
+        if done.returncode != 0 or calls != rows:
+            raise SystemExit(f"{name} sent {calls:,} of {rows:,} calls (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        timed[name] = done
+    path.unlink(missing_ok=True)
+    result = {"rows": rows, "dagster_seconds": round(timed["dagster"].seconds, 2),
+              "dagster_peak_rss_mib": round(timed["dagster"].peak_rss_bytes / 2**20, 1),
+              "push_seconds": round(timed["push"].seconds, 2),
+              "ratio": round(timed["dagster"].seconds / timed["push"].seconds, 2)}
+    print(f"dagster path, {rows:,} rows: `dagster asset materialize` {result['dagster_seconds']:.2f} s "
+          f"({result['dagster_peak_rss_mib']:.0f} MiB), push.py {result['push_seconds']:.2f} s, "
+          f"ratio {result['ratio']:.2f} (mark: at most {DAGSTER_RATIO_MARK})", flush=True)
+    return result
 
 
 def marks(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -145,12 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", metavar="N",
                         help="only DuckDB people tables of these sizes, e.g. --rows 100000000 (the other databases and "
                         "kinds are skipped)")
+    parser.add_argument("--dagster", type=int, nargs="*", default=[2_000_000],
+                        help="sizes of a DuckDB people table synced through the example's `dagster asset materialize`, "
+                        "each against bench/push.py sending as many calls")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdp-bench-sync")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
     if args.rows:
         args.duckdb, args.postgres, args.mariadb, args.sqlite, args.relationships, args.snowflake = (
             args.rows, [], [], [], [], [])
+        args.dagster = []
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     print(f"{'database':<10} {'kind':<13} {'rows':>11} {'run':<11} {'seconds':>9} {'RSS MiB':>8} {'calls':>11} "
@@ -182,12 +229,16 @@ def main(argv: list[str] | None = None) -> int:
             path.unlink(missing_ok=True)
             results += bench(emulator, "sqlite", f"sqlite:///{path}", rows)
             path.unlink(missing_ok=True)
+        dagster = [through_dagster(emulator, rows, args.workdir) for rows in args.dagster]
     found = marks(results)
+    for result in dagster:
+        found[f"dagster / push.py at {result['rows']:,}"] = result["ratio"]
+        found.setdefault("met", {})[f"dagster / push.py at {result['rows']:,}"] = result["ratio"] <= DAGSTER_RATIO_MARK
     report = {"command": "python bench/bench_sync.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_average_before": [round(x, 2) for x in load_before],
                           "load_average_after": [round(x, 2) for x in os.getloadavg()]},
-              "results": results, "marks": found}
+              "results": results, "dagster": dagster, "marks": found}
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "sync.json").write_text(json.dumps(report, indent=2) + "\n")
     chart(results, args.results / "sync.png")

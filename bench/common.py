@@ -86,7 +86,7 @@ class TimedRun:
     stderr: str
 
 
-def run_timed(command: list[str]) -> TimedRun:
+def run_timed(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> TimedRun:
     """Run `command` to completion, timing the whole process (interpreter start and imports included).
 
     `os.wait4` gives the resource usage of that one child, so the peak RSS is its own and not the
@@ -95,7 +95,7 @@ def run_timed(command: list[str]) -> TimedRun:
     """
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
