@@ -1,8 +1,8 @@
 """Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a table, warehouse to emulator.
 
-    python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000]
-                               [--mariadb 100000 1000000] [--sqlite 100000] [--relationships 1000000]
-                               [--snowflake 20000]
+    python bench/bench_sync.py       # the default run, about 15 minutes: the options' defaults below
+    python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000] [--mariadb 100000]
+                               [--sqlite 100000] [--dagster 2000000] [--relationships 1000000] [--snowflake 20000]
     python bench/bench_sync.py --rows 100000000      # one DuckDB people table of any size, nothing else
 
 People tables of each size on each database, and relationships tables (a person in an account, keyed by
@@ -15,9 +15,10 @@ For each database and size: `bench/sync_once.py prepare` generates table `people
 inside the database with SQL, then three syncs run, each as its own process timed whole with its own
 peak RSS: the first sync (every row sent), a no-op re-sync (nothing sent) and, after 1% of the rows
 changed, a re-sync sending exactly those. The state lives in the warehouse, so DuckDB, PostgreSQL and
-MariaDB use the in-warehouse diff; SQLite, the portable diff in a DuckDB work file. All calls go to one `dagster-cdp emulator --count-only` process, whose
-counters are reset before and checked after every run. Prints a table and writes
-bench/results/sync.json and bench/results/sync.png.
+MariaDB use the in-warehouse diff; SQLite, the portable diff in a DuckDB work file. `--dagster N` runs the
+example's public CLI on a DuckDB people table of N rows and bench/push.py sending N calls (`through_dagster`).
+All calls go to one `dagster-cdp emulator --count-only` process, whose counters are reset before and checked
+after every run. Prints a table and writes bench/results/sync.json and bench/results/sync.png.
 """
 
 from __future__ import annotations
@@ -180,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duckdb", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000], help="table sizes")
     parser.add_argument("--postgres", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
-    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000, 1_000_000], help="table sizes")
+    parser.add_argument("--mariadb", type=int, nargs="*", default=[100_000], help="table sizes")
     parser.add_argument("--sqlite", type=int, nargs="*", default=[100_000], help="table sizes (portable diff)")
-    parser.add_argument("--relationships", type=int, nargs="*", default=[1_000_000],
+    parser.add_argument("--relationships", type=int, nargs="*", default=[],
                         help="sizes of relationships tables, on DuckDB and PostgreSQL")
-    parser.add_argument("--snowflake", type=int, nargs="*", default=[20_000], help="table sizes (fakesnow)")
+    parser.add_argument("--snowflake", type=int, nargs="*", default=[], help="table sizes (fakesnow)")
     parser.add_argument("--rows", type=int, nargs="+", metavar="N",
                         help="only DuckDB people tables of these sizes, e.g. --rows 100000000 (the other databases and "
                         "kinds are skipped)")
