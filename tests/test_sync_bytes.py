@@ -14,6 +14,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from dagster_cdp import Emulator, People, SyncDefinition, run_sync
 from dagster_cdp.client import PipelinesClient
 from dagster_cdp.encoding import utc_iso
-from dagster_cdp.sync.engine import MESSAGE_ID_NAMESPACE, message_id, send_once_message_id
+from dagster_cdp.sync.message_ids import MESSAGE_ID_NAMESPACE, digest_sql, uuid_sql
 from dagster_cdp.sync.values import to_json_value
 from tests.test_exactness_properties import KINDS, _create
 from tests.warehouses import Warehouse
@@ -84,7 +85,7 @@ def test_first_sync_resync_and_deletion_send_the_pinned_bytes(warehouse: Warehou
 
 
 def _message_ids_follow_the_scheme(warehouse: Warehouse, calls: list[str], version: int) -> None:
-    """uuid5 of `sync|operation|key|payload_hash|version` (engine.message_id), from the accepted state."""
+    """uuid5 of `sync|operation|key|payload_hash|version` (see message_ids), from the accepted state."""
     engine = sa.create_engine(warehouse.url)
     with engine.connect() as connection:
         hashes = dict(connection.exec_driver_sql("SELECT key, payload_hash FROM cdp_state").fetchall())
@@ -97,16 +98,22 @@ def _message_ids_follow_the_scheme(warehouse: Warehouse, calls: list[str], versi
 
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)
+CALLS = st.tuples(st.sampled_from(["insert", "update", "resync", "delete"]), NAMES,
+                  st.text("0123456789abcdef", min_size=32, max_size=32), st.integers(0, 2**40))
 
 
-@settings(max_examples=2000, deadline=None, derandomize=True)
-@given(sync=NAMES, operation=st.sampled_from(["insert", "update", "resync", "delete"]), key=NAMES,
-       payload_hash=st.text("0123456789abcdef", min_size=32, max_size=32), version=st.integers(0, 2**40))
-def test_message_ids_are_uuid5_of_the_documented_names(sync: str, operation: str, key: str, payload_hash: str,
-                                                       version: int) -> None:
-    name = f"{sync}|{operation}|{key}|{payload_hash}|{version}"
-    assert message_id(sync, operation, key, payload_hash, version) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
-    assert send_once_message_id(sync, key) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sync}|once|{key}"))
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(sync=NAMES.filter(lambda name: "\x00" not in name), calls=st.lists(CALLS, min_size=1, max_size=20))
+def test_message_ids_made_in_sql_are_uuid5_of_the_documented_names(sync: str, calls: list[tuple]) -> None:
+    db = duckdb.connect()
+    db.execute("CREATE TABLE plan (operation VARCHAR, key VARCHAR, payload_hash VARCHAR, version BIGINT)")
+    db.executemany("INSERT INTO plan VALUES (?, ?, ?, ?)", calls)
+    for send_once in (False, True):
+        made = db.execute(f"SELECT operation, key, payload_hash, version, {uuid_sql('d')} "
+                          f"FROM (SELECT *, {digest_sql(sync, send_once=send_once)} AS d FROM plan)").fetchall()
+        for operation, key, payload_hash, version, made_id in made:
+            name = f"{sync}|once|{key}" if send_once else f"{sync}|{operation}|{key}|{payload_hash}|{version}"
+            assert made_id == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

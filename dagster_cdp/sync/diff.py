@@ -18,6 +18,7 @@ import orjson
 from dagster_cdp.encoding import exact_loads
 from dagster_cdp.sync.cursor import Tally
 from dagster_cdp.sync.mapping import MappedRow, json_text
+from dagster_cdp.sync.message_ids import digest_sql, uuid_sql
 from dagster_cdp.sync.state import STATE_FIELDS, KeyState, state_field_types
 
 _SOURCE_COLUMNS = {
@@ -65,6 +66,7 @@ class PlannedCall:
     row_hash: str | None  # the warehouse's hash of the row being sent, recorded when it is accepted
     accepted_row_hash: str | None
     checked: bool  # the call passed the client's checks when mapped (MappedRow.checked)
+    message_id: str  # see message_ids
 
     @property
     def call(self) -> dict[str, Any]:
@@ -344,19 +346,24 @@ class WorkFile:
     def forgotten(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT key_hash FROM plan WHERE operation = 'forget'").fetchall()]
 
-    def calls(self, operations: Sequence[str] = SENDING, limit: int | None = None) -> Iterator[PlannedCall]:
-        """Streams the planned calls; uses its own cursor so the client may pull from another thread."""
+    def calls(
+        self, sync: str, *, send_once: bool, operations: Sequence[str] = SENDING, limit: int | None = None
+    ) -> Iterator[PlannedCall]:
+        """Streams the planned calls of sync `sync` with their messageIds; uses its own cursor so the client may pull
+        from another thread."""
         cursor = self._db.cursor()
         try:
             placeholders = ", ".join("?" for _ in operations)
             sql = (
                 f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
-                f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash, coalesce(checked, FALSE) "
+                f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash, coalesce(checked, FALSE), "
+                f"{uuid_sql('cdp_digest')} "
+                f"FROM (SELECT *, {digest_sql(sync, send_once=send_once)} AS cdp_digest "
                 f"FROM plan WHERE operation IN ({placeholders})"
             )
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
-            cursor.execute(sql, list(operations))
+            cursor.execute(sql + ")", list(operations))
             while chunk := cursor.fetchmany(FETCH_ROWS):
                 for row in chunk:
                     yield PlannedCall(*row)

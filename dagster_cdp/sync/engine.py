@@ -10,10 +10,8 @@ import contextlib
 import dataclasses
 import functools
 import gc
-import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,39 +42,11 @@ if TYPE_CHECKING:
     from dagster_cdp.client import PipelinesClient
     from dagster_cdp.delivery_report import BatchResult
 
-MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c7a4e-2d1b-5c8e-9a3f-6b7d8e9f0a1b")
-_NAMESPACE_SHA1 = hashlib.sha1(MESSAGE_ID_NAMESPACE.bytes)  # uuid5's hash of the namespace, continued per name
 SAMPLES_PER_OPERATION = 10
 _REPORTED_AS = {"insert": "insert", "update": "update", "resync": "update", "delete": "delete"}
 
 _log = logging.getLogger("dagster_cdp.sync")
 _T = TypeVar("_T")
-
-
-def message_id(sync: str, operation: str, key: str, payload_hash: str, version: int) -> str:
-    """The resend of an unacknowledged call gets the same id, so it is recognisable.
-
-    `version` (accepted calls so far for the key) makes every new send distinct: without it a row that goes
-    A -> B -> A -> B, or is deleted and comes back unchanged, would repeat an old id and be de-duplicated away.
-    """
-    return _uuid5(f"{sync}|{operation}|{key}|{payload_hash}|{version}")
-
-
-def send_once_message_id(sync: str, key: str) -> str:
-    """A send-once key (an event id, an alias pair) has one messageId ever, whatever its row holds when sent."""
-    return _uuid5(f"{sync}|once|{key}")
-
-
-def _uuid5(name: str) -> str:
-    """`str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))`, a few times faster (one per call sent): the namespace is
-    hashed once, and the version and variant bits are set on the digest's bytes."""
-    sha1 = _NAMESPACE_SHA1.copy()
-    sha1.update(name.encode())
-    digest = bytearray(sha1.digest()[:16])
-    digest[6] = digest[6] & 0x0F | 0x50  # version 5
-    digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def run_sync(
@@ -318,10 +288,12 @@ def _plan(run: _Run, work: WorkFile, report: SyncReport) -> dict[str, int]:
     report.unchanged = counts.get("unchanged", 0)
     report.rejected.extend(RowRejection(*reported) for reported in work.reported())
     for operation in ("insert", "update", "resync", "delete"):
-        for planned in work.calls((operation,), limit=SAMPLES_PER_OPERATION):
+        for planned in work.calls(
+            definition.name, send_once=definition.send_once, operations=(operation,), limit=SAMPLES_PER_OPERATION
+        ):
             samples = report.samples.setdefault(_REPORTED_AS[operation], [])
             if len(samples) < SAMPLES_PER_OPERATION:
-                samples.append(outgoing_call(definition.name, planned, definition.send_once))
+                samples.append(outgoing_call(planned))
     return counts
 
 
@@ -502,24 +474,18 @@ def _guard(run: _Run, work: WorkFile, counts: dict[str, int], report: SyncReport
         )
 
 
-def outgoing_call(sync: str, planned: PlannedCall, send_once: bool = False) -> dict[str, Any]:
+def outgoing_call(planned: PlannedCall) -> dict[str, Any]:
     """A planned call as a run sends it: with its deterministic messageId."""
-    return {**planned.call, "messageId": _message_id_of(sync, planned, send_once)}
+    return {**planned.call, "messageId": planned.message_id}
 
 
-def _message_id_of(sync: str, planned: PlannedCall, send_once: bool) -> str:
-    if send_once:
-        return send_once_message_id(sync, planned.key)
-    return message_id(sync, planned.operation, planned.key, planned.payload_hash, planned.version)
-
-
-def _outgoing(sync: str, planned: PlannedCall, send_once: bool) -> tuple[str, dict[str, Any] | EncodedCall]:
-    """(messageId, the call as the client takes it): a call checked when mapped goes as its JSON with the messageId
-    spliced in, the bytes `encoding.encode` would make of the call with it (its last field), without parsing it."""
-    mid = _message_id_of(sync, planned, send_once)
+def _outgoing(planned: PlannedCall) -> dict[str, Any] | EncodedCall:
+    """The call as the client takes it: a call checked when mapped goes as its JSON with the messageId spliced in, the
+    bytes `encoding.encode` would make of the call with it (its last field), without parsing it."""
+    mid = planned.message_id
     if not planned.checked:
-        return mid, {**planned.call, "messageId": mid}
-    return mid, EncodedCall({"messageId": mid}, f'{planned.payload[:-1]},"messageId":"{mid}"}}'.encode())
+        return {**planned.call, "messageId": mid}
+    return EncodedCall({"messageId": mid}, f'{planned.payload[:-1]},"messageId":"{mid}"}}'.encode())
 
 
 def _batch_context(definition: SyncDefinition) -> dict[str, Any] | None:
@@ -541,12 +507,11 @@ def _deliver(run: _Run, work: WorkFile, report: SyncReport) -> list[str]:
     pace = _pace(definition.max_calls_per_second)
 
     def calls() -> Iterator[dict[str, Any] | EncodedCall]:
-        for planned in work.calls():
+        for planned in work.calls(definition.name, send_once=definition.send_once):
             if pace is not None:
                 pace.acquire()
-            mid, call = _outgoing(definition.name, planned, definition.send_once)
-            in_flight[mid] = planned
-            yield call
+            in_flight[planned.message_id] = planned
+            yield _outgoing(planned)
 
     progress = Progress(log, f"sync {definition.name!r}: sent", "calls", _sending(work.counts()))
     done = 0

@@ -142,7 +142,7 @@ def next_run(definition: SyncDefinition, engine: sa.Engine, store: StateStore, v
         )
         operation = next(iter(work.counts()), None)
         reasons = [reported[1] for reported in work.reported()]
-        calls = [outgoing_call(definition.name, planned, definition.send_once) for planned in work.calls()]
+        calls = [outgoing_call(planned) for planned in work.calls(definition.name, send_once=definition.send_once)]
     return _explained(definition, view, operation, reasons[0] if reasons else "", calls[0] if calls else None)
 
 
