@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -236,3 +237,20 @@ def test_people_by_email_in_upsert_mode(warehouse: Warehouse, emulator: Emulator
     assert run_sync(leads, warehouse=warehouse.engine, client=client).inserted == 5
     assert emulator.snapshot()["people"] == {
         f"email:{r['email']}": {"traits": {"email": r["email"], "plan": "free"}, "active": True} for r in rows}
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(warehouse: Warehouse, emulator: Emulator, client) -> None:
+    """A run freezes the objects alive before it out of full collections while it runs (for speed) and unfreezes them
+    after; a process that froze objects itself (a pre-fork server) keeps exactly its own freeze."""
+    warehouse.create("people", PEOPLE_COLUMNS, people_rows(range(1, 51)))
+    before = gc.get_freeze_count()
+    assert run_sync(PEOPLE, warehouse=warehouse.engine, client=client).inserted == 50
+    assert gc.get_freeze_count() == before
+
+    gc.freeze()
+    try:
+        assert run_sync(PEOPLE, warehouse=warehouse.engine, client=client, full_resync=True).updated == 50
+        assert gc.get_freeze_count() > 0  # not undone (it shrinks only by the frozen objects freed meanwhile)
+    finally:
+        gc.unfreeze()
