@@ -18,7 +18,7 @@ import orjson
 from dagster_cdp.encoding import exact_loads
 from dagster_cdp.sync.cursor import Tally
 from dagster_cdp.sync.mapping import MappedRow, json_text
-from dagster_cdp.sync.message_ids import digest_sql, uuid_sql
+from dagster_cdp.sync.message_ids import check_message_ids, digest_sql, uuid_sql
 from dagster_cdp.sync.state import STATE_FIELDS, KeyState, state_field_types
 
 _SOURCE_COLUMNS = {
@@ -83,6 +83,7 @@ class WorkFile:
         self._db.execute(f"SET temp_directory = '{spill}'")
         self._db.execute("SET memory_limit = '256MB'")
         self._db.execute("SET preserve_insertion_order = false")
+        check_message_ids(self._db)
         self._db.execute(f"CREATE TABLE source ({_ddl(_SOURCE_COLUMNS)})")
         self._db.execute(f"CREATE TABLE state ({_ddl(_STATE_COLUMNS)})")
         # Rows read but not diffed: without a key (`pins` them: they hold the cursor mark), or of another partition.
@@ -358,14 +359,16 @@ class WorkFile:
                 f"SELECT operation, key_hash, key, payload_hash, payload, delete_call, version, accepted_hash, "
                 f"accepted_delete_call, attempts, failed_hash, row_hash, accepted_row_hash, coalesce(checked, FALSE), "
                 f"{uuid_sql('cdp_digest')} "
-                f"FROM (SELECT *, {digest_sql(sync, send_once=send_once)} AS cdp_digest "
+                f"FROM (SELECT *, {digest_sql(send_once=send_once)} AS cdp_digest "
                 f"FROM plan WHERE operation IN ({placeholders})"
             )
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
-            cursor.execute(sql + ")", list(operations))
+            cursor.execute(sql + ")", [sync, *operations])
             while chunk := cursor.fetchmany(FETCH_ROWS):
                 for row in chunk:
+                    if row[-1] is None:  # a NULL part of its name: never sent under a made-up id
+                        raise RuntimeError(f"planned {row[0]} of key {row[2]!r} has no messageId; please report this")
                     yield PlannedCall(*row)
         finally:
             cursor.close()

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import uuid
 
+import duckdb
+
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c7a4e-2d1b-5c8e-9a3f-6b7d8e9f0a1b")
 
 
-def digest_sql(sync: str, *, send_once: bool) -> str:
+def digest_sql(*, send_once: bool) -> str:
     """DuckDB SQL of the SHA-1 (hex) of the namespace and the name of a planned call, over the plan's columns
-    operation, key, payload_hash and version."""
-    literal = "'" + sync.replace("'", "''") + "'"
+    operation, key, payload_hash and version; its one parameter is the sync's name."""
     if send_once:
-        name = f"{literal} || '|once|' || key"
+        name = "CAST(? AS VARCHAR) || '|once|' || key"
     else:
-        name = f"{literal} || '|' || operation || '|' || key || '|' || payload_hash || '|' || CAST(version AS VARCHAR)"
+        name = (
+            "CAST(? AS VARCHAR) || '|' || operation || '|' || key || '|' || payload_hash || '|' "
+            "|| CAST(version AS VARCHAR)"
+        )
     return f"sha1(from_hex('{MESSAGE_ID_NAMESPACE.hex}') || encode({name}))"
 
 
@@ -39,3 +43,20 @@ def uuid_sql(digest: str) -> str:
         f"substr({digest}, 1, 8) || '-' || substr({digest}, 9, 4) || '-5' || substr({digest}, 14, 3) || '-' || "
         f"{variant} || substr({digest}, 18, 3) || '-' || substr({digest}, 21, 12)"
     )
+
+
+def check_message_ids(db: duckdb.DuckDBPyConnection) -> None:
+    """Raises unless this DuckDB makes the messageIds Python's uuid5 makes (checked once per work file): a DuckDB
+    that hashed other bytes would give every call a new messageId, and resend what was already accepted."""
+    name = ("sync", "update", "clé 🔑", "0" * 32, 7)
+    made = db.execute(
+        f"SELECT {uuid_sql('d')} FROM (SELECT {digest_sql(send_once=False)} AS d "
+        "FROM (SELECT ? AS operation, ? AS key, ? AS payload_hash, ? AS version))",
+        list(name),
+    ).fetchone()
+    expected = str(uuid.uuid5(MESSAGE_ID_NAMESPACE, "|".join(map(str, name))))
+    if made is None or made[0] != expected:
+        raise RuntimeError(
+            f"DuckDB {duckdb.__version__} makes messageId {made and made[0]!r} where uuid5 makes {expected!r}; "
+            "install the DuckDB version in constraints.txt."
+        )
