@@ -19,8 +19,8 @@ refuses it, so its one run is submitted the same way by `dagster job launch`.
 Timed from the launch to the end of the last run (the runs' end times in the instance, polled until every run
 finished). Checked: every run succeeded, the emulator (`dagster-cdp emulator --count-only`, its own process)
 counted exactly `rows` calls, `cdp_state` holds exactly `rows` live keys (payload_hash not null) across the
-partitions' syncs `people[i/N]`, and at most 3,000 requests arrived in any 3 s (the API's limit, which each
-partition's client shares: `rate_limit_share`). 429s (the emulator's) and retries (`cdp_runs`) are reported.
+partitions' syncs `people[i/N]`, each key once, the runs overlapped, and at most 3,000 requests arrived in any
+3 s (the API's limit, which each partition's client shares: `rate_limit_share`). 429s (the emulator's) and retries (`cdp_runs`) are reported.
 Prints a table and writes bench/results/partitions.json and bench/results/partitions.png.
 """
 
@@ -131,12 +131,16 @@ def measure(emulator: EmulatorProcess, rows: int, partitions: int, timeout: floa
     with engine.connect() as connection:
         live = dict(connection.exec_driver_sql(
             "SELECT sync, count(*) FROM cdp_state WHERE payload_hash IS NOT NULL GROUP BY sync").all())
+        distinct = connection.exec_driver_sql(
+            "SELECT count(DISTINCT key) FROM cdp_state WHERE payload_hash IS NOT NULL").scalar_one()
         retries = connection.exec_driver_sql("SELECT sum(retries) FROM cdp_runs").scalar_one()
     engine.dispose()
     syncs = ["people"] if partitions == 1 else [f"people[{i + 1}/{partitions}]" for i in range(partitions)]
-    if stats["calls_received"] != rows or sorted(live) != sorted(syncs) or sum(live.values()) != rows:
+    if stats["calls_received"] != rows or sorted(live) != sorted(syncs) or not sum(live.values()) == distinct == rows:
         raise SystemExit(f"N={partitions}: the emulator counted {stats['calls_received']:,} calls and cdp_state "
-                         f"holds {live} live keys; expected {rows:,} of each in {syncs}")
+                         f"holds {live} live keys ({distinct:,} distinct); expected {rows:,} of each in {syncs}")
+    if max(start for start, _ in runs) >= min(end for _, end in runs):
+        raise SystemExit(f"N={partitions}: the runs did not overlap (start and end seconds: {runs})")
     return {"partitions": partitions, "rows": rows, "seconds": round(seconds, 2),
             "calls_per_second": round(rows / seconds), "runs_succeeded": len(records),
             "runs_start_end_seconds_after_launch": runs, "calls": stats["calls_received"], "live_keys": live,
