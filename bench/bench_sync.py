@@ -1,6 +1,6 @@
 """Sync benchmark: first sync, no-op re-sync and 1%-changed re-sync of a table, warehouse to emulator.
 
-    python bench/bench_sync.py       # the default run, about 15 minutes: the options' defaults below
+    python bench/bench_sync.py       # the default run (16-18 minutes on 2 cores): the options' defaults below
     python bench/bench_sync.py [--duckdb 100000 1000000 10000000] [--postgres 100000 1000000] [--mariadb 100000]
                                [--sqlite 100000] [--dagster 2000000] [--relationships 1000000] [--snowflake 20000]
     python bench/bench_sync.py --rows 100000000      # one DuckDB people table of any size, nothing else
