@@ -486,9 +486,9 @@ def outgoing_call(planned: PlannedCall) -> dict[str, Any]:
 def _outgoing(planned: PlannedCall) -> dict[str, Any] | EncodedCall:
     """The call as the client takes it: a call checked when mapped goes as its JSON with the messageId spliced in, the
     bytes `encoding.encode` would make of the call with it (its last field), without parsing it."""
-    mid = planned.message_id
     if not planned.checked:
-        return {**planned.call, "messageId": mid}
+        return outgoing_call(planned)
+    mid = planned.message_id
     return EncodedCall({"messageId": mid}, f'{planned.payload[:-1]},"messageId":"{mid}"}}'.encode())
 
 
