@@ -20,8 +20,9 @@ Timed from the launch to the end of the last run (the runs' end times in the ins
 finished). Checked: every run succeeded, the emulator (`dagster-cdp emulator --count-only`, its own process)
 counted exactly `rows` calls, `cdp_state` holds exactly `rows` live keys (payload_hash not null) across the
 partitions' syncs `people[i/N]`, each key once, the runs overlapped, and at most 3,000 requests arrived in any
-3 s (the API's limit, which each partition's client shares: `rate_limit_share`). 429s (the emulator's) and retries (`cdp_runs`) are reported.
-Prints a table and writes bench/results/partitions.json and bench/results/partitions.png.
+3 s (the API's limit, which each partition's client shares: `rate_limit_share`). 429s (the emulator's) and
+retries (`cdp_runs`) are reported. Prints a table and writes bench/results/partitions.json and
+bench/results/partitions.png.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from common import EmulatorProcess, run_timed
+from common import EmulatorProcess, sync_once
 
 from dagster_cdp.sync.partitions import rate_limit_share
 
@@ -68,20 +69,6 @@ concurrency:
 telemetry:
   enabled: false
 """
-
-
-def prepare(rows: int) -> None:
-    engine = sa.create_engine(POSTGRES)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS cdp_bench")
-        for table in sa.inspect(connection).get_table_names(schema="cdp_bench"):
-            if table.startswith("cdp_"):
-                connection.exec_driver_sql(f'DROP TABLE cdp_bench."{table}"')
-    engine.dispose()
-    done = run_timed([sys.executable, str(BENCH_DIR / "sync_once.py"), "prepare", "--warehouse", POSTGRES,
-                      "--rows", str(rows)])
-    if done.returncode != 0:
-        raise SystemExit(f"sync_once.py prepare failed:\n{done.stderr[-3000:]}")
 
 
 def launch(partitions: int, workdir: Path, emulator_url: str, timeout: float) -> tuple[float, list[Any]]:
@@ -116,7 +103,7 @@ def launch(partitions: int, workdir: Path, emulator_url: str, timeout: float) ->
 
 
 def measure(emulator: EmulatorProcess, rows: int, partitions: int, timeout: float) -> dict[str, Any]:
-    prepare(rows)
+    sync_once(["prepare", "--warehouse", POSTGRES, "--rows", str(rows)])  # no state or history left
     emulator.reset()
     with tempfile.TemporaryDirectory(prefix=f"cdp-bench-partitions-{partitions}-") as workdir:
         started, records = launch(partitions, Path(workdir), emulator.url, timeout)

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import EmulatorProcess, fakesnow_server, run_timed
+from common import EmulatorProcess, fakesnow_server, run_timed, sync_once
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -48,12 +48,6 @@ MARKS = {"duckdb 10M first seconds": 100.0, "duckdb 10M no-op seconds": 6.0, "du
          "postgresql 1M first seconds": 12.0, "peak RSS MiB": 1024.0, "RSS 10M / 1M": 1.3,
          "duckdb relationships / people no-op at 1M": 2.0, "postgresql relationships / people no-op at 1M": 2.0}
 DAGSTER_RATIO_MARK = 2.0  # a first sync through the example's Dagster CLI against push.py sending as many calls
-
-
-def step(args: list[str]) -> None:
-    done = run_timed([sys.executable, str(BENCH_DIR / "sync_once.py"), *args])
-    if done.returncode != 0:
-        raise SystemExit(f"sync_once.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
 
 def measure(emulator: EmulatorProcess, url: str, run: str, rows: int, kind: str) -> dict[str, Any]:
@@ -75,9 +69,9 @@ def measure(emulator: EmulatorProcess, url: str, run: str, rows: int, kind: str)
 
 
 def bench(emulator: EmulatorProcess, database: str, url: str, rows: int, kind: str = "people") -> list[dict[str, Any]]:
-    step(["prepare", "--warehouse", url, "--rows", str(rows), "--kind", kind])
+    sync_once(["prepare", "--warehouse", url, "--rows", str(rows), "--kind", kind])
     results = [measure(emulator, url, "first", rows, kind), measure(emulator, url, "no-op", rows, kind)]
-    step(["change", "--warehouse", url, "--round", "1", "--kind", kind])
+    sync_once(["change", "--warehouse", url, "--round", "1", "--kind", kind])
     results.append(measure(emulator, url, "1% changed", rows, kind))
     for result in results:
         result["database"] = database
@@ -93,7 +87,7 @@ def through_dagster(emulator: EmulatorProcess, rows: int, workdir: Path) -> dict
     RSS is the largest of the CLI's processes (`os.wait4`), not their sum."""
     path = workdir / f"people-{rows}-dagster.duckdb"
     path.unlink(missing_ok=True)
-    step(["prepare", "--warehouse", f"duckdb:///{path}", "--rows", str(rows)])
+    sync_once(["prepare", "--warehouse", f"duckdb:///{path}", "--rows", str(rows)])
     home = workdir / "dagster_home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir()
@@ -114,7 +108,8 @@ def through_dagster(emulator: EmulatorProcess, rows: int, workdir: Path) -> dict
         done = run_timed(command, env=environment, cwd=REPO)
         calls = emulator.stats()["calls_received"]
         if done.returncode != 0 or calls != rows:
-            raise SystemExit(f"{name} sent {calls:,} of {rows:,} calls (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            raise SystemExit(f"{name} sent {calls:,} of {rows:,} calls (exit {done.returncode}):\n"
+                             f"{done.stderr[-3000:]}")
         timed[name] = done
     path.unlink(missing_ok=True)
     result = {"rows": rows, "dagster_seconds": round(timed["dagster"].seconds, 2),

@@ -104,6 +104,13 @@ def run_timed(command: list[str], *, env: dict[str, str] | None = None, cwd: Pat
         return TimedRun(seconds, usage.ru_maxrss * 1024, process.returncode, stdout.read(), stderr.read())
 
 
+def sync_once(args: list[str]) -> None:
+    """One step of bench/sync_once.py (`prepare`, `change`) as its own process; exits naming the step if it failed."""
+    done = run_timed([sys.executable, str(Path(__file__).with_name("sync_once.py")), *args])
+    if done.returncode != 0:
+        raise SystemExit(f"sync_once.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
 @contextmanager
 def fakesnow_server(repo: Path) -> Iterator[str]:
     """The local Snowflake the tests use (scripts/fakesnow_server.py from .venv-fakesnow, built by scripts/setup) on a

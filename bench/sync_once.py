@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from dagster_cdp.sync.database import as_engine
 
 TABLES = {"people": "people", "relationships": "memberships"}
+STATE_TABLES = ("cdp_state", "cdp_acks", "cdp_syncs", "cdp_cursors", "cdp_runs", "cdp_rejections", "cdp_locks")
 CHANGED_EVERY = 100  # rows whose i is a multiple of this change: 1%
 # The columns of each kind's table from a row number i, in SQL that DuckDB and PostgreSQL share.
 COLUMNS = {
@@ -61,12 +62,11 @@ def prepare(url: str, rows: int, kind: str) -> None:
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS cdp_bench")  # the benchmark's search_path
-        for name in ("cdp_state", "cdp_acks", "cdp_syncs", table):
+        for name in (*STATE_TABLES, table):  # each prepared table starts with no state and no history
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
         if engine.dialect.name == "snowflake":
             connection.exec_driver_sql("CREATE DATABASE IF NOT EXISTS bench")
             connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS bench.public")
-            connection.exec_driver_sql("DROP TABLE IF EXISTS cdp_locks")
             connection.exec_driver_sql(
                 f"CREATE TABLE {table} AS SELECT {SNOWFLAKE_COLUMNS[kind]} FROM (SELECT ROW_NUMBER() OVER "
                 f"(ORDER BY SEQ4()) AS i FROM TABLE(GENERATOR(ROWCOUNT => {int(rows)})))")
